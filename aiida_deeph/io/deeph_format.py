@@ -1,0 +1,316 @@
+"""The DeepH standard data format (DeepH-pack 1.0 / deepx-dock): one folder per structure.
+
+``POSCAR`` (Cartesian, Å), ``info.json``, ``overlap.h5`` and ``hamiltonian.h5``. Each ``.h5`` holds ``atom_pairs``
+(P, 5) int64 rows ``[Rx, Ry, Rz, i, j]`` (0-based atoms in POSCAR order), ``chunk_shapes`` (P, 2),
+``chunk_boundaries`` (P + 1) and ``entries``: the blocks ⟨φ_i,0|H|φ_j,R⟩ flattened row-major, float64 (spinless) or
+complex128 (spinful, spin-major (2n_i, 2n_j) blocks). Orbitals inside a shell are in the standard m = −l..l order
+(:mod:`aiida_deeph.io.conventions`); energies in eV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .atomic_write import atomic_path, write_text
+
+PairKey = tuple[int, int, int, int, int]  # (Rx, Ry, Rz, i, j)
+H5_DATASETS = ("atom_pairs", "chunk_shapes", "chunk_boundaries", "entries")
+
+
+class DeepHFormatError(ValueError):
+    """A DeepH-format file is missing, truncated or inconsistent."""
+
+
+@dataclass
+class BlockMatrix:
+    """A sparse real-space operator X_ij(R) stored as the DeepH ``.h5`` datasets."""
+
+    atom_pairs: np.ndarray
+    chunk_shapes: np.ndarray
+    chunk_boundaries: np.ndarray
+    entries: np.ndarray
+    _index: dict[PairKey, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.atom_pairs = np.asarray(self.atom_pairs, dtype=np.int64).reshape(-1, 5)
+        self.chunk_shapes = np.asarray(self.chunk_shapes, dtype=np.int64).reshape(-1, 2)
+        self.chunk_boundaries = np.asarray(self.chunk_boundaries, dtype=np.int64).reshape(-1)
+        self.entries = np.asarray(self.entries).reshape(-1)
+        npairs = len(self.atom_pairs)
+        if len(self.chunk_shapes) != npairs or len(self.chunk_boundaries) != npairs + 1:
+            raise DeepHFormatError(
+                f"inconsistent datasets: {npairs} atom_pairs, {len(self.chunk_shapes)} chunk_shapes, "
+                f"{len(self.chunk_boundaries)} chunk_boundaries (expected {npairs + 1})"
+            )
+        sizes = np.prod(self.chunk_shapes, axis=1)
+        if self.chunk_boundaries[0] != 0 or np.any(np.diff(self.chunk_boundaries) != sizes):
+            raise DeepHFormatError("chunk_boundaries are not the cumulative sum of the chunk sizes")
+        if self.chunk_boundaries[-1] != len(self.entries):
+            raise DeepHFormatError(
+                f"entries has {len(self.entries)} values but chunk_boundaries ends at {self.chunk_boundaries[-1]}"
+            )
+
+    @classmethod
+    def from_blocks(cls, blocks: Mapping[PairKey, np.ndarray], sort: bool = True) -> "BlockMatrix":
+        """Build from ``{(Rx, Ry, Rz, i, j): block}``; sorted by key unless ``sort`` is False."""
+        keys = sorted(blocks) if sort else list(blocks)
+        arrays = [np.asarray(blocks[key]) for key in keys]
+        complex_ = any(np.iscomplexobj(a) for a in arrays)
+        dtype = np.complex128 if complex_ else np.float64
+        shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(-1, 2)
+        boundaries = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))]).astype(np.int64)
+        entries = np.concatenate([a.astype(dtype).ravel() for a in arrays]) if arrays else np.zeros(0, dtype)
+        return cls(np.array(keys, dtype=np.int64).reshape(-1, 5), shapes, boundaries, entries)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "BlockMatrix":
+        path = Path(path)
+        try:
+            with h5py.File(path, "r") as handle:
+                missing = [name for name in H5_DATASETS if name not in handle]
+                if missing:
+                    raise DeepHFormatError(f"{path}: missing dataset(s) {', '.join(missing)}")
+                data = {name: handle[name][()] for name in H5_DATASETS}
+        except (OSError, KeyError) as exc:
+            raise DeepHFormatError(f"{path}: not a readable DeepH HDF5 file ({exc})") from exc
+        try:
+            return cls(**data)
+        except DeepHFormatError as exc:
+            raise DeepHFormatError(f"{path}: {exc}") from exc
+
+    def write(self, path: str | os.PathLike) -> None:
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as handle:
+                for name in H5_DATASETS:
+                    handle.create_dataset(name, data=getattr(self, name))
+
+    def __len__(self) -> int:
+        return len(self.atom_pairs)
+
+    @property
+    def is_complex(self) -> bool:
+        return np.iscomplexobj(self.entries)
+
+    @property
+    def index(self) -> dict[PairKey, int]:
+        if self._index is None:
+            self._index = {tuple(int(x) for x in row): n for n, row in enumerate(self.atom_pairs)}
+        return self._index
+
+    def block(self, n: int) -> np.ndarray:
+        start, stop = self.chunk_boundaries[n], self.chunk_boundaries[n + 1]
+        return self.entries[start:stop].reshape(self.chunk_shapes[n])
+
+    def __getitem__(self, key: PairKey) -> np.ndarray:
+        return self.block(self.index[tuple(key)])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+    def items(self) -> Iterable[tuple[PairKey, np.ndarray]]:
+        for key, n in self.index.items():
+            yield key, self.block(n)
+
+    def to_blocks(self) -> dict[PairKey, np.ndarray]:
+        return {key: block.copy() for key, block in self.items()}
+
+    def hermiticity_error(self) -> float:
+        """max |X_ij(R) − X_ji(−R)^†| over the stored pairs; a missing partner counts as an infinite error."""
+        worst = 0.0
+        for (rx, ry, rz, i, j), block in self.items():
+            partner = (-rx, -ry, -rz, j, i)
+            if partner not in self.index:
+                return float("inf")
+            worst = max(worst, float(np.max(np.abs(block - self[partner].conj().T), initial=0.0)))
+        return worst
+
+    def at_k(self, kpoint: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
+        """Dense X(k) = Σ_R e^{2πi k·R} X(R), k fractional. ``offsets``/``size`` are per-atom orbital offsets."""
+        kpoint = np.asarray(kpoint, dtype=float)
+        phases = np.exp(2j * np.pi * self.atom_pairs[:, :3] @ kpoint)
+        spin = 2 if self.is_complex and self._spin_doubled(offsets, size) else 1
+        matrix = np.zeros((spin * size, spin * size), dtype=np.complex128)
+        for n, (_, _, _, i, j) in enumerate(self.atom_pairs):
+            block = self.block(n) * phases[n]
+            ni, nj = block.shape[0] // spin, block.shape[1] // spin
+            for si in range(spin):
+                for sj in range(spin):
+                    rows = slice(si * size + offsets[i], si * size + offsets[i] + ni)
+                    cols = slice(sj * size + offsets[j], sj * size + offsets[j] + nj)
+                    matrix[rows, cols] += block[si * ni : (si + 1) * ni, sj * nj : (sj + 1) * nj]
+        return matrix
+
+    def _spin_doubled(self, offsets: np.ndarray, size: int) -> bool:
+        i, j = self.atom_pairs[0, 3], self.atom_pairs[0, 4]
+        n_i = (offsets[i + 1] if i + 1 < len(offsets) else size) - offsets[i]
+        return bool(self.chunk_shapes[0, 0] == 2 * n_i)
+
+
+@dataclass
+class DeepHStructure:
+    """One structure in the DeepH format, in memory."""
+
+    lattice: np.ndarray  # (3, 3), rows are the lattice vectors, Å
+    species: list[str]  # per atom, grouped by element in order of first appearance
+    positions: np.ndarray  # (N, 3) Cartesian, Å
+    elements_orbital_map: dict[str, list[int]]  # element -> l of each shell, in the basis order
+    fermi_energy_eV: float = 0.0
+    spinful: bool = False
+    hamiltonian: BlockMatrix | None = None
+    overlap: BlockMatrix | None = None
+    occupation: float | None = None
+    extra_info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.lattice = np.asarray(self.lattice, dtype=float).reshape(3, 3)
+        self.positions = np.asarray(self.positions, dtype=float).reshape(-1, 3)
+        self.species = [str(s) for s in self.species]
+        if len(self.species) != len(self.positions):
+            raise DeepHFormatError(f"{len(self.species)} species for {len(self.positions)} positions")
+        missing = sorted(set(self.species) - set(self.elements_orbital_map))
+        if missing:
+            raise DeepHFormatError(f"elements_orbital_map has no basis for {', '.join(missing)}")
+        seen: list[str] = []
+        for element in self.species:
+            if element not in seen:
+                seen.append(element)
+            elif seen[-1] != element:
+                raise DeepHFormatError("atoms must be grouped by element (POSCAR order); sort them first")
+
+    # --- sizes -----------------------------------------------------------------------------------------------
+    @property
+    def natoms(self) -> int:
+        return len(self.species)
+
+    def orbitals_per_atom(self) -> np.ndarray:
+        return np.array([sum(2 * l + 1 for l in self.elements_orbital_map[s]) for s in self.species], dtype=np.int64)
+
+    def orbital_offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.orbitals_per_atom())[:-1]]).astype(np.int64)
+
+    @property
+    def norbitals(self) -> int:
+        return int(self.orbitals_per_atom().sum())
+
+    @property
+    def elements(self) -> list[str]:
+        return list(dict.fromkeys(self.species))
+
+    # --- physics -----------------------------------------------------------------------------------------------
+    def hk_sk(self, kpoint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense H(k), S(k) at a fractional k-point (small cells only). Spinful: spin-major (2N, 2N)."""
+        if self.hamiltonian is None or self.overlap is None:
+            raise DeepHFormatError("H(k) needs both the Hamiltonian and the overlap")
+        offsets, size = self.orbital_offsets(), self.norbitals
+        hk = self.hamiltonian.at_k(kpoint, offsets, size)
+        sk = self.overlap.at_k(kpoint, offsets, size)
+        if hk.shape != sk.shape:
+            sk = np.kron(np.eye(2), sk)
+        return hk, sk
+
+    def eigenvalues(self, kpoints: np.ndarray) -> np.ndarray:
+        """Eigenvalues (eV) of H(k)c = εS(k)c for each fractional k-point, shape (nk, nbands)."""
+        from scipy.linalg import eigh
+
+        kpoints = np.atleast_2d(np.asarray(kpoints, dtype=float))
+        return np.array([eigh(*self.hk_sk(k), eigvals_only=True) for k in kpoints])
+
+    # --- files -------------------------------------------------------------------------------------------------
+    def info(self) -> dict:
+        info = {
+            "atoms_quantity": self.natoms,
+            "orbits_quantity": self.norbitals,
+            "orthogonal_basis": False,
+            "spinful": self.spinful,
+            "fermi_energy_eV": self.fermi_energy_eV,
+            "elements_orbital_map": {el: list(self.elements_orbital_map[el]) for el in self.elements},
+        }
+        if self.occupation is not None:
+            info["occupation"] = self.occupation
+        info.update(self.extra_info)
+        return info
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "POSCAR", format_poscar(self.lattice, self.species, self.positions))
+        write_text(folder / "info.json", json.dumps(self.info()))
+        if self.overlap is not None:
+            self.overlap.write(folder / "overlap.h5")
+        if self.hamiltonian is not None:
+            self.hamiltonian.write(folder / "hamiltonian.h5")
+        return folder
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike, hamiltonian_file: str = "hamiltonian.h5") -> "DeepHStructure":
+        folder = Path(folder)
+        for name in ("POSCAR", "info.json"):
+            if not (folder / name).is_file():
+                raise DeepHFormatError(f"{folder}: {name} is missing; not a DeepH structure folder")
+        lattice, species, positions = parse_poscar((folder / "POSCAR").read_text())
+        try:
+            info = json.loads((folder / "info.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise DeepHFormatError(f"{folder / 'info.json'}: invalid JSON ({exc})") from exc
+        known = {"atoms_quantity", "orbits_quantity", "orthogonal_basis", "spinful", "fermi_energy_eV",
+                 "elements_orbital_map", "occupation"}
+        structure = cls(
+            lattice=lattice,
+            species=species,
+            positions=positions,
+            elements_orbital_map={el: list(ls) for el, ls in info["elements_orbital_map"].items()},
+            fermi_energy_eV=float(info.get("fermi_energy_eV", 0.0)),
+            spinful=bool(info.get("spinful", False)),
+            hamiltonian=BlockMatrix.read(folder / hamiltonian_file) if (folder / hamiltonian_file).exists() else None,
+            overlap=BlockMatrix.read(folder / "overlap.h5") if (folder / "overlap.h5").exists() else None,
+            occupation=info.get("occupation"),
+            extra_info={k: v for k, v in info.items() if k not in known},
+        )
+        if info.get("atoms_quantity", structure.natoms) != structure.natoms:
+            raise DeepHFormatError(f"{folder}: info.json atoms_quantity disagrees with POSCAR")
+        if info.get("orbits_quantity", structure.norbitals) != structure.norbitals:
+            raise DeepHFormatError(f"{folder}: info.json orbits_quantity disagrees with elements_orbital_map")
+        return structure
+
+
+def format_poscar(lattice: np.ndarray, species: list[str], positions: np.ndarray, comment: str = "") -> str:
+    elements = list(dict.fromkeys(species))
+    counts = [species.count(el) for el in elements]
+    lines = [comment or "POSCAR written by aiida-deeph", "1.0"]
+    lines += ["  " + " ".join(repr(float(x)) for x in row) for row in np.asarray(lattice)]
+    lines += [" ".join(elements), " ".join(str(c) for c in counts), "Cartesian"]
+    lines += ["  " + " ".join(repr(float(x)) for x in row) for row in np.asarray(positions)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_poscar(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Parse a VASP5 POSCAR (symbols line required); returns lattice rows, species and Cartesian positions in Å."""
+    lines = [line for line in text.splitlines()]
+    try:
+        scale = float(lines[1].split()[0])
+        lattice = np.array([[float(x) for x in lines[i].split()[:3]] for i in (2, 3, 4)])
+        elements = lines[5].split()
+        counts = [int(x) for x in lines[6].split()]
+        mode_line = 7
+        if lines[mode_line].strip()[:1].lower() == "s":  # Selective dynamics
+            mode_line += 1
+        cartesian = lines[mode_line].strip()[:1].lower() in ("c", "k")
+        natoms = sum(counts)
+        coords = np.array([[float(x) for x in lines[mode_line + 1 + n].split()[:3]] for n in range(natoms)])
+    except (IndexError, ValueError) as exc:
+        raise DeepHFormatError(f"malformed POSCAR ({exc})") from exc
+    if len(elements) != len(counts):
+        raise DeepHFormatError("POSCAR: element and count lines differ in length")
+    if scale < 0:  # negative scale = target volume
+        scale = (-scale / abs(np.linalg.det(lattice))) ** (1 / 3)
+    lattice = lattice * scale
+    positions = coords * scale if cartesian else coords @ lattice
+    species = [el for el, c in zip(elements, counts) for _ in range(c)]
+    return lattice, species, positions

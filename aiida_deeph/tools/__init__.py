@@ -1,0 +1,1 @@
+"""AiiDA-side tools: local computer/code setup, provenance queries."""

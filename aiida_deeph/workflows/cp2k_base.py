@@ -1,0 +1,119 @@
+"""``deeph.cp2k.base``: ``deeph.cp2k`` under aiida-core's BaseRestartWorkChain, with protocols."""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
+
+from aiida_deeph.calculations.cp2k import DeepHCp2kCalculation
+from aiida_deeph.workflows.protocols import ProtocolMixin, recursive_merge
+
+WALLTIME_FACTOR = 1.5
+
+
+class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+    """Run ``deeph.cp2k`` until it succeeds, fixing SCF non-convergence and walltime on the way."""
+
+    _process_class = DeepHCp2kCalculation
+    _protocol_file = "cp2k"
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(DeepHCp2kCalculation, namespace="cp2k", exclude=("kpoints",))
+        spec.input("kpoints", valid_type=orm.KpointsData, required=False, help="Explicit Monkhorst–Pack mesh.")
+        spec.input("kpoints_distance", valid_type=orm.Float, required=False,
+                   help="Mesh spacing in Å⁻¹ (used when no explicit mesh is given).")
+        spec.inputs.validator = cls.validate_kpoints_inputs
+        spec.outline(
+            cls.setup,
+            cls.set_kpoints,
+            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
+            cls.results,
+        )
+        spec.expose_outputs(DeepHCp2kCalculation)
+        spec.exit_code(300, "ERROR_UNRECOVERABLE_FAILURE", message="The calculation failed with an unrecoverable error.")
+
+    @staticmethod
+    def validate_kpoints_inputs(inputs, _ctx):
+        if ("kpoints" in inputs) == ("kpoints_distance" in inputs):
+            return "give exactly one of `kpoints` and `kpoints_distance`"
+        return None
+
+    @classmethod
+    def get_builder_from_protocol(cls, code: orm.Code, structure: orm.StructureData, protocol: str | None = None,
+                                  overrides: dict | None = None, **_):
+        """A builder with the inputs of ``protocol`` (``fast``, ``moderate``, ``precise``) merged with ``overrides``."""
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        cp2k = inputs["cp2k"]
+        builder = cls.get_builder()
+        builder.cp2k.code = code
+        builder.cp2k.structure = structure
+        builder.cp2k.parameters = orm.Dict(cp2k["parameters"])
+        for key in ("basis_set", "pseudopotential"):
+            value = cp2k[key]
+            builder.cp2k[key] = orm.Dict(value) if isinstance(value, dict) else orm.Str(value)
+        builder.cp2k.metadata = cp2k["metadata"]
+        if "settings" in cp2k:
+            builder.cp2k.settings = orm.Dict(cp2k["settings"])
+        builder.kpoints_distance = orm.Float(inputs["kpoints_distance"])
+        builder.max_iterations = orm.Int(inputs["max_iterations"])
+        builder.clean_workdir = orm.Bool(inputs["clean_workdir"])
+        return builder
+
+    def setup(self):
+        super().setup()
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(DeepHCp2kCalculation, "cp2k"))
+
+    def set_kpoints(self):
+        if "kpoints" in self.inputs:
+            self.ctx.inputs.kpoints = self.inputs.kpoints
+            return
+        kpoints = orm.KpointsData()
+        kpoints.set_cell_from_structure(self.inputs.cp2k.structure)
+        kpoints.set_kpoints_mesh_from_density(self.inputs.kpoints_distance.value, force_parity=False)
+        self.ctx.inputs.kpoints = kpoints
+
+    def _update_parameters(self, update: dict) -> None:
+        current = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
+        self.ctx.inputs.parameters = orm.Dict(recursive_merge(current, update))
+
+    @process_handler(priority=500, exit_codes=[DeepHCp2kCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED])
+    def handle_scf_not_converged(self, node):
+        """Twice the SCF steps and gentler mixing."""
+        scf = self.ctx.inputs.parameters.get_dict().get("FORCE_EVAL", {}).get("DFT", {}).get("SCF", {})
+        max_scf = 2 * int(scf.get("MAX_SCF", 50))
+        alpha = 0.5 * float(scf.get("MIXING", {}).get("ALPHA", 0.4))
+        self._update_parameters({"FORCE_EVAL": {"DFT": {"SCF": {"MAX_SCF": max_scf, "MIXING": {"ALPHA": alpha}}}}})
+        self.report(f"{node.process_label}<{node.pk}>: SCF not converged; restarting with MAX_SCF {max_scf}, "
+                    f"mixing ALPHA {alpha:.3g}")
+        return ProcessHandlerReport(do_break=True)
+
+    @process_handler(priority=510, exit_codes=[DeepHCp2kCalculation.exit_codes.ERROR_OUT_OF_WALLTIME])
+    def handle_out_of_walltime(self, node):
+        """More wall time, and continue from the last wavefunction when CP2K left one."""
+        options = dict(self.ctx.inputs.metadata.get("options", {}))
+        walltime = int(WALLTIME_FACTOR * options.get("max_wallclock_seconds", 3600))
+        options["max_wallclock_seconds"] = walltime
+        self.ctx.inputs.metadata["options"] = options
+        restart = self._restart_file(node)
+        if restart:
+            self.ctx.inputs.parent_calc_folder = node.outputs.remote_folder
+            self._update_parameters({"FORCE_EVAL": {"DFT": {
+                "WFN_RESTART_FILE_NAME": f"{DeepHCp2kCalculation._DEFAULT_PARENT_CALC_FLDR_NAME}{restart}",
+                "SCF": {"SCF_GUESS": "RESTART"}}}})
+        self.report(f"{node.process_label}<{node.pk}>: out of walltime; restarting with {walltime} s"
+                    + (f" from {restart}" if restart else ""))
+        return ProcessHandlerReport(do_break=True)
+
+    @staticmethod
+    def _restart_file(node) -> str | None:
+        try:
+            names = node.outputs.remote_folder.listdir()
+        except (OSError, AttributeError):  # no remote folder, or it is gone: start from scratch
+            return None
+        for name in ("aiida-RESTART.kp", "aiida-RESTART.wfn"):
+            if name in names:
+                return name
+        return None

@@ -1,0 +1,100 @@
+"""DeepH standard format: exact round trip of deepx-dock's reference, validation, legacy export."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from aiida_deeph.io import BlockMatrix, DeepHFormatError, DeepHStructure, write_legacy
+from aiida_deeph.io.conventions import LEGACY_CODE, ORBITAL_CONVENTIONS, from_standard, to_standard
+from aiida_deeph.io.deeph_format import H5_DATASETS
+
+
+@pytest.fixture()
+def mos2_ref(dft_fixtures):
+    return dft_fixtures / "abacus" / "MoS2_v3.10_deeph_dock" / "deeph_ref"
+
+
+def test_reference_round_trip_is_exact(mos2_ref, tmp_path):
+    structure = DeepHStructure.read(mos2_ref)
+    structure.write(tmp_path)
+    for name in ("hamiltonian.h5", "overlap.h5"):
+        with h5py.File(mos2_ref / name) as ref, h5py.File(tmp_path / name) as new:
+            for dataset in H5_DATASETS:
+                assert ref[dataset].dtype == new[dataset].dtype
+                assert np.array_equal(ref[dataset][()], new[dataset][()]), (name, dataset)
+    assert json.loads((tmp_path / "info.json").read_text()) == json.loads((mos2_ref / "info.json").read_text())
+    again = DeepHStructure.read(tmp_path)
+    assert np.array_equal(again.positions, structure.positions) and np.array_equal(again.lattice, structure.lattice)
+    for key, block in structure.hamiltonian.items():
+        assert np.array_equal(again.hamiltonian[key], block)
+
+
+def test_reference_physics(mos2_ref):
+    structure = DeepHStructure.read(mos2_ref)
+    assert structure.natoms == 3 and structure.norbitals == 53 and len(structure.hamiltonian) == 239
+    assert structure.hamiltonian.hermiticity_error() < 1e-12
+    assert structure.overlap.hermiticity_error() < 1e-12
+    levels = structure.eigenvalues([[0, 0, 0]])[0]
+    # istate.info of the same ABACUS run (eV, k = Γ)
+    assert np.allclose(levels[:3], [-63.9169, -38.0666, -37.9607], atol=2e-4)
+
+
+def test_block_matrix_rejects_inconsistent_data():
+    with pytest.raises(DeepHFormatError, match="cumulative"):
+        BlockMatrix(np.zeros((1, 5)), [[2, 2]], [0, 3], np.zeros(3))
+    with pytest.raises(DeepHFormatError, match="entries"):
+        BlockMatrix(np.zeros((1, 5)), [[2, 2]], [0, 4], np.zeros(3))
+
+
+def test_truncated_h5_is_a_format_error(mos2_ref, tmp_path):
+    data = (mos2_ref / "hamiltonian.h5").read_bytes()
+    for cut in (10, len(data) // 3, len(data) - 100):
+        (tmp_path / "cut.h5").write_bytes(data[:cut])
+        with pytest.raises(DeepHFormatError):
+            BlockMatrix.read(tmp_path / "cut.h5")
+
+
+def test_structure_requires_grouped_elements():
+    with pytest.raises(DeepHFormatError, match="grouped"):
+        DeepHStructure(np.eye(3) * 5, ["C", "N", "C"], np.zeros((3, 3)), {"C": [0], "N": [0]})
+
+
+def test_spinful_complex_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    blocks = {(0, 0, 0, 0, 0): rng.normal(size=(2, 2)) + 1j * rng.normal(size=(2, 2))}
+    structure = DeepHStructure(np.eye(3) * 4, ["H"], np.zeros((1, 3)), {"H": [0]}, spinful=True,
+                               hamiltonian=BlockMatrix.from_blocks(blocks))
+    structure.write(tmp_path)
+    again = DeepHStructure.read(tmp_path)
+    assert again.spinful and again.hamiltonian.is_complex
+    assert np.array_equal(again.hamiltonian[(0, 0, 0, 0, 0)], blocks[(0, 0, 0, 0, 0)])
+
+
+def test_legacy_export(mos2_ref, tmp_path):
+    structure = DeepHStructure.read(mos2_ref)
+    write_legacy(structure, tmp_path)
+    assert np.allclose(np.loadtxt(tmp_path / "lat.dat"), structure.lattice.T)
+    assert np.allclose(np.loadtxt(tmp_path / "site_positions.dat"), structure.positions.T)
+    assert np.loadtxt(tmp_path / "element.dat").tolist() == [42, 16, 16]
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info == {"nsites": 3, "isorthogonal": False, "isspinful": False, "fermi_level": structure.fermi_energy_eV}
+    mo = structure.elements_orbital_map["Mo"]
+    with h5py.File(tmp_path / "hamiltonians.h5") as legacy:
+        assert len(legacy) == len(structure.hamiltonian)
+        block = legacy["[0, 0, 0, 1, 1]"][()]  # 1-based keys, OpenMX order
+    assert np.array_equal(to_standard(block, LEGACY_CODE, mo, mo), structure.hamiltonian[(0, 0, 0, 0, 0)])
+    # OpenMX order really differs from the standard one for p and d
+    assert not np.array_equal(block, structure.hamiltonian[(0, 0, 0, 0, 0)])
+
+
+@pytest.mark.parametrize("code", sorted(ORBITAL_CONVENTIONS))
+def test_conventions_are_signed_permutations(code):
+    rng = np.random.default_rng(1)
+    shells = sorted(ORBITAL_CONVENTIONS[code])[:4]
+    size = sum(2 * l + 1 for l in shells)
+    block = rng.normal(size=(size, size))
+    assert np.allclose(from_standard(to_standard(block, code, shells, shells), code, shells, shells), block)
