@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .setup import setup
+from .structure import structure
 
 
 @click.group()
@@ -13,3 +14,4 @@ def cli() -> None:
 
 
 cli.add_command(setup)
+cli.add_command(structure)

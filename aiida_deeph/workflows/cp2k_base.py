@@ -10,6 +10,9 @@ from aiida_deeph.calculations.cp2k import DeepHCp2kCalculation
 from aiida_deeph.workflows.protocols import ProtocolMixin, recursive_merge
 
 WALLTIME_FACTOR = 1.5
+MIXING_DAMPING = 0.7
+MIN_MIXING_ALPHA = 0.05
+WAVEFUNCTION_FILES = ("aiida-RESTART.kp", "aiida-RESTART.wfn")  # k-point and Γ-only runs
 
 
 class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
@@ -81,13 +84,14 @@ class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
 
     @process_handler(priority=500, exit_codes=[DeepHCp2kCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED])
     def handle_scf_not_converged(self, node):
-        """Twice the SCF steps and gentler mixing."""
+        """Continue from the last wavefunction with twice the SCF steps and gentler mixing."""
         scf = self.ctx.inputs.parameters.get_dict().get("FORCE_EVAL", {}).get("DFT", {}).get("SCF", {})
         max_scf = 2 * int(scf.get("MAX_SCF", 50))
-        alpha = 0.5 * float(scf.get("MIXING", {}).get("ALPHA", 0.4))
+        alpha = max(MIN_MIXING_ALPHA, MIXING_DAMPING * float(scf.get("MIXING", {}).get("ALPHA", 0.4)))
         self._update_parameters({"FORCE_EVAL": {"DFT": {"SCF": {"MAX_SCF": max_scf, "MIXING": {"ALPHA": alpha}}}}})
+        restart = self._restart_from(node)
         self.report(f"{node.process_label}<{node.pk}>: SCF not converged; restarting with MAX_SCF {max_scf}, "
-                    f"mixing ALPHA {alpha:.3g}")
+                    f"mixing ALPHA {alpha:.3g}" + (f" from {restart}" if restart else ""))
         return ProcessHandlerReport(do_break=True)
 
     @process_handler(priority=510, exit_codes=[DeepHCp2kCalculation.exit_codes.ERROR_OUT_OF_WALLTIME])
@@ -97,23 +101,21 @@ class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         walltime = int(WALLTIME_FACTOR * options.get("max_wallclock_seconds", 3600))
         options["max_wallclock_seconds"] = walltime
         self.ctx.inputs.metadata["options"] = options
-        restart = self._restart_file(node)
+        restart = self._restart_from(node)
+        self.report(f"{node.process_label}<{node.pk}>: out of walltime; restarting with {walltime} s"
+                    + (f" from {restart}" if restart else ""))
+        return ProcessHandlerReport(do_break=True)
+
+    def _restart_from(self, node) -> str | None:
+        """Point the next run at the wavefunction file ``node`` left, if any; returns its name."""
+        try:
+            names = node.outputs.remote_folder.listdir()
+        except (OSError, AttributeError):  # no remote folder, or it is gone: start from scratch
+            return None
+        restart = next((name for name in WAVEFUNCTION_FILES if name in names), None)
         if restart:
             self.ctx.inputs.parent_calc_folder = node.outputs.remote_folder
             self._update_parameters({"FORCE_EVAL": {"DFT": {
                 "WFN_RESTART_FILE_NAME": f"{DeepHCp2kCalculation._DEFAULT_PARENT_CALC_FLDR_NAME}{restart}",
                 "SCF": {"SCF_GUESS": "RESTART"}}}})
-        self.report(f"{node.process_label}<{node.pk}>: out of walltime; restarting with {walltime} s"
-                    + (f" from {restart}" if restart else ""))
-        return ProcessHandlerReport(do_break=True)
-
-    @staticmethod
-    def _restart_file(node) -> str | None:
-        try:
-            names = node.outputs.remote_folder.listdir()
-        except (OSError, AttributeError):  # no remote folder, or it is gone: start from scratch
-            return None
-        for name in ("aiida-RESTART.kp", "aiida-RESTART.wfn"):
-            if name in names:
-                return name
-        return None
+        return restart

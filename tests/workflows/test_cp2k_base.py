@@ -1,0 +1,80 @@
+"""deeph.cp2k.base: protocols, input validation before submission, real restarts, submission through the daemon."""
+
+from __future__ import annotations
+
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+from ase import Atoms
+
+from aiida_deeph.workflows.cp2k_base import Cp2kBaseWorkChain
+
+from ..calculations.test_cp2k import perturbed_graphene
+
+
+def test_protocols_listed_and_merged(aiida_profile, cp2k_code):
+    assert set(Cp2kBaseWorkChain.get_available_protocols()) == {"fast", "moderate", "precise"}
+    structure = perturbed_graphene()
+    fast = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, structure, "fast")
+    precise = Cp2kBaseWorkChain.get_builder_from_protocol(
+        cp2k_code, structure, "precise", overrides={"cp2k": {"parameters": {"FORCE_EVAL": {"DFT": {"SCF": {"MAX_SCF": 7}}}}}}
+    )
+    assert fast.cp2k.basis_set.value == "SZV-MOLOPT-SR-GTH"
+    assert precise.cp2k.basis_set.value == "DZVP-MOLOPT-SR-GTH"
+    scf = precise.cp2k.parameters["FORCE_EVAL"]["DFT"]["SCF"]
+    assert scf["MAX_SCF"] == 7 and scf["EPS_SCF"] == 1.0e-8  # override on top of the protocol on top of defaults
+    with pytest.raises(ValueError, match="unknown protocol"):
+        Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, structure, "ultra")
+
+
+def _run_expecting_refusal(builder, match: str):
+    with pytest.raises(ValueError, match=match):
+        run_get_node(builder)
+
+
+@pytest.mark.parametrize(
+    "atoms, overrides, match",
+    [
+        (Atoms("C2", positions=[[0, 0, 5], [0.2, 0, 5]], cell=[5, 5, 10], pbc=True), {}, "overlap"),
+        (Atoms("CNC", positions=[[0, 0, 0], [1.5, 0, 0], [3, 0, 0]], cell=[6, 6, 6], pbc=True), {}, "grouped"),
+        (Atoms("U", positions=[[0, 0, 0]], cell=[6, 6, 6], pbc=True), {}, "basis set not in"),
+        (Atoms("C", positions=[[0, 0, 0]], cell=[6, 6, 6], pbc=True), {"cp2k": {"pseudopotential": "GTH-NOPE"}},
+         "pseudopotential not in"),
+    ],
+)
+def test_bad_input_refused_before_submission(aiida_profile, cp2k_code, atoms, overrides, match):
+    builder = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, orm.StructureData(ase=atoms), "fast", overrides)
+    count = orm.QueryBuilder().append(orm.CalcJobNode).count()
+    _run_expecting_refusal(builder, match)
+    assert orm.QueryBuilder().append(orm.CalcJobNode).count() == count  # nothing was submitted
+
+
+def test_kpoint_mesh_along_vacuum_refused(aiida_profile, cp2k_code):
+    builder = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, perturbed_graphene(), "fast")
+    kpoints = orm.KpointsData()
+    kpoints.set_kpoints_mesh([3, 3, 2])
+    builder.kpoints = kpoints
+    del builder.kpoints_distance
+    _run_expecting_refusal(builder, "non-periodic direction c")
+
+
+@pytest.mark.cp2k
+def test_scf_not_converged_is_restarted(aiida_profile, cp2k_code):
+    """A real CP2K SCF forced into non-convergence (3 steps) is restarted with more steps until it converges."""
+    overrides = {"cp2k": {"parameters": {"FORCE_EVAL": {"DFT": {"SCF": {"MAX_SCF": 4}}}}}, "max_iterations": 6}
+    builder = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, perturbed_graphene(), "fast", overrides)
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_status
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    assert len(calcs) >= 2
+    assert calcs[0].exit_status == calcs[0].process_class.exit_codes.ERROR_SCF_NOT_CONVERGED.status
+    assert calcs[-1].is_finished_ok and "hamiltonian" in results
+    assert any("SCF not converged" in log.message for log in orm.Log.collection.get_logs_for(node))
+
+
+@pytest.mark.cp2k
+def test_submit_through_daemon(aiida_profile, cp2k_code, submit_and_await):
+    builder = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, perturbed_graphene(seed=3), "fast")
+    node = submit_and_await(builder, timeout=300)
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.hamiltonian.npairs > 0
