@@ -36,3 +36,38 @@ def cp2k_code(aiida_profile, tmp_path_factory):
 
     computer = setup_localhost(workdir=tmp_path_factory.mktemp("aiida_work"))
     return setup_cp2k(computer)
+
+
+@pytest.fixture(scope="session")
+def cp2k_graphene(cp2k_code, tmp_path_factory):
+    """Factory: ``cp2k_graphene(n)`` → DeepH folders of n perturbed 2×2 graphene cells from real ``deeph.cp2k`` runs.
+
+    SZV basis (4 orbitals per C), fast protocol, 4×4×1 k-points: ~10 s per structure on 2 cores. Results are cached
+    for the session, so tests asking for fewer structures reuse the first ones.
+    """
+    from aiida import orm
+    from aiida.engine import run_get_node
+    from ase.build import graphene
+
+    from aiida_deeph.workflows.cp2k_base import Cp2kBaseWorkChain
+
+    root = tmp_path_factory.mktemp("cp2k_graphene")
+    folders: list[Path] = []
+
+    def make(count: int) -> list[Path]:
+        while len(folders) < count:
+            seed = len(folders)
+            atoms = graphene(a=2.46, vacuum=6.0).repeat((2, 2, 1))
+            atoms.rattle(0.05, seed=seed)
+            atoms.pbc = (True, True, False)
+            builder = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, orm.StructureData(ase=atoms), "fast")
+            kpoints = orm.KpointsData()
+            kpoints.set_kpoints_mesh([4, 4, 1])
+            builder.kpoints = kpoints
+            del builder.kpoints_distance
+            results, node = run_get_node(builder)
+            assert node.is_finished_ok, f"CP2K run {seed} failed: {node.exit_status}"
+            folders.append(results["hamiltonian"].export_deeph(root / f"structure_{seed:03d}"))
+        return folders[:count]
+
+    return make

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,10 +11,12 @@ from aiida import orm
 
 from aiida_deeph.io.deeph_format import DeepHStructure
 
+from .folder_data import ChecksummedFolderData
+
 DEEPH_FILES = ("POSCAR", "info.json", "hamiltonian.h5", "overlap.h5")
 
 
-class HamiltonianData(orm.Data):
+class HamiltonianData(ChecksummedFolderData):
     """H_ij(R) and S_ij(R) of one structure in the DeepH standard format (eV, Å).
 
     The repository holds the DeepH folder as written by :class:`~aiida_deeph.io.deeph_format.DeepHStructure`,
@@ -34,17 +34,8 @@ class HamiltonianData(orm.Data):
                 source = Path(folder)
             else:
                 source = structure.write(tmp)
-            self._store_files(source)
+            self._store_folder(source, DEEPH_FILES)
         self._set_attributes(structure)
-
-    def _store_files(self, source: Path) -> None:
-        checksums = {}
-        for name in DEEPH_FILES:
-            path = source / name
-            if path.is_file():
-                self.base.repository.put_object_from_file(str(path), name)
-                checksums[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        self.base.attributes.set("sha256", checksums)
 
     def _set_attributes(self, structure: DeepHStructure) -> None:
         attributes = {
@@ -86,13 +77,8 @@ class HamiltonianData(orm.Data):
 
     # --- content ----------------------------------------------------------------------------------------------
     def export_deeph(self, path: str | os.PathLike) -> Path:
-        """Write the DeepH folder (POSCAR, info.json, hamiltonian.h5, overlap.h5) to ``path``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for name in self.base.repository.list_object_names():
-            with self.base.repository.open(name, "rb") as source, open(path / name, "wb") as target:
-                shutil.copyfileobj(source, target)
-        return path
+        """Write the DeepH folder (POSCAR, info.json, hamiltonian.h5, overlap.h5) to ``path``, sha256-checked."""
+        return self.export(path)
 
     def get_deeph(self) -> DeepHStructure:
         """The content as an in-memory :class:`DeepHStructure`."""
