@@ -78,3 +78,50 @@ def test_submit_through_daemon(aiida_profile, cp2k_code, submit_and_await):
     node = submit_and_await(builder, timeout=300)
     assert node.is_finished_ok, node.exit_status
     assert node.outputs.hamiltonian.npairs > 0
+
+
+def _failed_calculation(exit_code, remote_path=None, computer=None) -> orm.CalcJobNode:
+    """A stored CalcJobNode that failed with ``exit_code``, optionally with a remote folder holding a wavefunction."""
+    from aiida.common.links import LinkType
+
+    node = orm.CalcJobNode(computer=computer, process_type="aiida.calculations:deeph.cp2k")
+    node.set_process_state("finished")
+    node.set_exit_status(exit_code.status)
+    node.store()
+    if remote_path is not None:
+        remote = orm.RemoteData(remote_path=str(remote_path), computer=computer)
+        remote.base.links.add_incoming(node, LinkType.CREATE, "remote_folder")
+        remote.store()
+    return node
+
+
+def _workchain(cp2k_code, **overrides):
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+
+    builder = Cp2kBaseWorkChain.get_builder_from_protocol(cp2k_code, perturbed_graphene(), "fast", overrides)
+    process = instantiate_process(get_manager().get_runner(), builder)
+    process.setup()
+    return process
+
+
+def test_walltime_handler_restarts_from_wavefunction(aiida_profile, cp2k_code, tmp_path):
+    (tmp_path / "aiida-RESTART.kp").write_text("wfn")
+    process = _workchain(cp2k_code, cp2k={"metadata": {"options": {"max_wallclock_seconds": 600}}})
+    node = _failed_calculation(Cp2kBaseWorkChain._process_class.exit_codes.ERROR_OUT_OF_WALLTIME, tmp_path,
+                               cp2k_code.computer)
+    report = process.handle_out_of_walltime(node)
+    assert report.do_break
+    assert process.ctx.inputs.metadata["options"]["max_wallclock_seconds"] == 900
+    assert process.ctx.inputs.parent_calc_folder.uuid == node.outputs.remote_folder.uuid
+    dft = process.ctx.inputs.parameters["FORCE_EVAL"]["DFT"]
+    assert dft["WFN_RESTART_FILE_NAME"] == "parent_calc/aiida-RESTART.kp" and dft["SCF"]["SCF_GUESS"] == "RESTART"
+
+
+def test_scf_handler_without_wavefunction_starts_fresh(aiida_profile, cp2k_code):
+    process = _workchain(cp2k_code)
+    node = _failed_calculation(Cp2kBaseWorkChain._process_class.exit_codes.ERROR_SCF_NOT_CONVERGED)
+    process.handle_scf_not_converged(node)
+    scf = process.ctx.inputs.parameters["FORCE_EVAL"]["DFT"]["SCF"]
+    assert scf["MAX_SCF"] == 200 and abs(scf["MIXING"]["ALPHA"] - 0.21) < 1e-12
+    assert "parent_calc_folder" not in process.ctx.inputs and "SCF_GUESS" not in scf
