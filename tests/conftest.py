@@ -22,11 +22,46 @@ def dft_fixtures() -> Path:
 pytest_plugins = ["aiida.tools.pytest_fixtures"]
 
 
+SERVICES = os.environ.get("AIIDA_DEEPH_SERVICES") == "1"  # set by `scripts/test.sh --services`
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default run has no services; the services stage runs only the tests marked ``services``."""
+    selected = [item for item in items if (item.get_closest_marker("services") is not None) == SERVICES]
+    if len(selected) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in selected])
+        items[:] = selected
+
+
+def _psql_storage_config(name: str, repository: Path) -> dict:
+    """A fresh PostgreSQL database (server started by scripts/services.sh, user postgres/postgres)."""
+    import subprocess
+
+    env = {**os.environ, "PGPASSWORD": "postgres"}
+    subprocess.run(["psql", "-h", "localhost", "-U", "postgres", "-q", "-c",
+                    f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0"],
+                   check=True, env=env)
+    return {"database_engine": "postgresql_psycopg", "database_hostname": "localhost", "database_port": 5432,
+            "database_username": "postgres", "database_password": "postgres", "database_name": name,
+            "repository_uri": f"file://{repository}"}
+
+
 @pytest.fixture(scope="session")
-def aiida_profile(aiida_config, aiida_profile_factory):
-    """SQLite storage with the built-in ZeroMQ broker, so ``submit`` and the daemon work without services."""
-    with aiida_profile_factory(aiida_config, storage_backend="core.sqlite_dos", broker_backend="core.zeromq") as profile:
-        yield profile
+def aiida_profile(aiida_config, aiida_profile_factory, tmp_path_factory):
+    """SQLite + the built-in ZeroMQ broker by default (``submit`` and the daemon work without services);
+    PostgreSQL + RabbitMQ in the services stage."""
+    if SERVICES:
+        import secrets
+
+        name = f"deeph_test_{secrets.token_hex(6)}"
+        storage = _psql_storage_config(name, tmp_path_factory.mktemp("repository"))
+        with aiida_profile_factory(aiida_config, storage_backend="core.psql_dos", storage_config=storage,
+                                   broker_backend="core.rabbitmq", name=name) as profile:
+            yield profile
+    else:
+        with aiida_profile_factory(aiida_config, storage_backend="core.sqlite_dos",
+                                   broker_backend="core.zeromq") as profile:
+            yield profile
 
 
 @pytest.fixture(scope="session")

@@ -106,6 +106,14 @@ class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
                     + (f" from {restart}" if restart else ""))
         return ProcessHandlerReport(do_break=True)
 
+    @process_handler(priority=400, exit_codes=[DeepHCp2kCalculation.exit_codes.ERROR_OUTPUT_INCOMPLETE])
+    def handle_cut_short(self, node):
+        """The run was cut short from outside (cancelled, killed, node failure): run it again, from its wavefunction."""
+        restart = self._restart_from(node)
+        self.report(f"{node.process_label}<{node.pk}>: output cut short (job cancelled or killed); restarting"
+                    + (f" from {restart}" if restart else ""))
+        return ProcessHandlerReport(do_break=True)
+
     def _restart_from(self, node) -> str | None:
         """Point the next run at the wavefunction file ``node`` left, if any; returns its name."""
         try:

@@ -1,0 +1,129 @@
+"""The generalized eigenproblem H(k)c = εS(k)c, and the Fermi level from an electron count.
+
+* :func:`dense_eigh` — all eigenpairs with LAPACK, for small cells; optionally in the subspace of S(k) eigenvectors
+  above ``ill_threshold`` (near-linear-dependent basis functions give spurious eigenvalues otherwise).
+* :func:`shift_invert_eigsh` — the eigenpairs nearest a target energy σ for large sparse cells: ARPACK on
+  (H − σS)⁻¹S with one sparse LDLᴴ factorization of H − σS per k-point (PARDISO, :mod:`.pardiso`) that serves every
+  Lanczos iteration. This is the DeepH-pack ``sparse_calc`` method.
+* :func:`fermi_level` — the chemical potential that holds a given number of electrons, step or Fermi–Dirac.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
+from scipy.special import expit
+
+from .pardiso import Backend, factorize
+
+BOLTZMANN_EV = 8.617333262e-5  # eV/K
+
+Matrix = np.ndarray | sp.spmatrix
+
+
+def _dense(matrix: Matrix) -> np.ndarray:
+    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+
+
+def dense_eigh(
+    h: Matrix, s: Matrix, ill_threshold: float | None = None, vectors: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending, eV) and optionally S-orthonormal eigenvectors (columns) of H c = ε S c.
+
+    With ``ill_threshold`` the problem is solved in the span of the S eigenvectors whose eigenvalue exceeds it, so
+    fewer than N eigenpairs may come back.
+    """
+    h, s = _dense(h), _dense(s)
+    if ill_threshold is None:
+        return sla.eigh(h, s, eigvals_only=not vectors)
+    s_values, s_vectors = sla.eigh(s)
+    keep = s_values > ill_threshold
+    basis = s_vectors[:, keep] / np.sqrt(s_values[keep])  # S-orthonormal, so the reduced problem is standard
+    values, coefficients = sla.eigh(basis.conj().T @ h @ basis)
+    return (values, basis @ coefficients) if vectors else values
+
+
+def shift_invert_eigsh(
+    h: sp.spmatrix,
+    s: sp.spmatrix,
+    num: int,
+    sigma: float,
+    *,
+    vectors: bool = False,
+    tol: float = 0.0,
+    maxiter: int | None = None,
+    backend: Backend = "auto",
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The ``num`` eigenvalues (ascending, eV) of H c = ε S c nearest ``sigma``, and optionally their eigenvectors.
+
+    H − σS is factored once; ARPACK then only needs solves with that factor and products with S. Complex
+    Hermitian H (generic k, spin–orbit) goes through ARPACK's complex driver, real symmetric H (Γ) through the
+    symmetric one. ``tol=0`` asks ARPACK for machine precision.
+    """
+    size = h.shape[0]
+    if not 0 < num < size - 1:
+        raise ValueError(f"shift-invert needs 0 < num < N - 1 = {size - 1}, got num={num}")
+    shifted = sp.csr_matrix(h - sigma * s)
+    start = np.random.default_rng(0).standard_normal(size).astype(shifted.dtype)  # reproducible Krylov start
+    with factorize(shifted, backend=backend) as factor:
+        result = eigsh(h, k=num, M=s, sigma=sigma, which="LM", OPinv=factor.as_linear_operator(), v0=start,
+                       tol=tol, maxiter=maxiter, return_eigenvectors=vectors)
+    if not vectors:
+        return np.sort(result)
+    values, eigenvectors = result
+    order = np.argsort(values)
+    return values[order], eigenvectors[:, order]
+
+
+def occupations(eigenvalues: np.ndarray, fermi: float, temperature: float = 0.0) -> np.ndarray:
+    """Occupation (0…1) of each state: Fermi–Dirac at ``temperature`` (K), a step at T = 0."""
+    eigenvalues = np.asarray(eigenvalues, dtype=float)
+    if temperature <= 0:
+        return (eigenvalues <= fermi).astype(float)
+    return expit((fermi - eigenvalues) / (BOLTZMANN_EV * temperature))  # expit does not overflow
+
+
+def fermi_level(
+    eigenvalues: np.ndarray,
+    n_electrons: float,
+    weights: np.ndarray | None = None,
+    temperature: float = 0.0,
+    spin_degeneracy: int = 2,
+) -> float:
+    """The Fermi level (eV) at which the states hold ``n_electrons`` per cell.
+
+    ``eigenvalues`` is (nk, nbands) on a k-point sample with ``weights`` (normalised here; uniform if None), each
+    state holding ``spin_degeneracy`` electrons (2 spinless, 1 spinful). All μ whose electron count matches to
+    1e-9 form an interval — a point in a metal, the gap (less a few kT) in an insulator — and its middle is returned,
+    so an insulator gets its mid-gap as DFT codes report it.
+    """
+    eigenvalues = np.atleast_2d(np.asarray(eigenvalues, dtype=float))
+    weights = np.ones(len(eigenvalues)) if weights is None else np.asarray(weights, dtype=float)
+    weights = spin_degeneracy * weights / weights.sum()
+    capacity = eigenvalues.shape[1] * spin_degeneracy
+    if not 0 < n_electrons <= capacity:
+        raise ValueError(f"{n_electrons} electrons do not fit in {capacity} states per cell")
+
+    def count(mu: float) -> float:
+        return float(weights @ occupations(eigenvalues, mu, temperature).sum(axis=1))
+
+    margin = 1.0 + 50 * BOLTZMANN_EV * temperature
+    tolerance = 1e-9 * n_electrons
+    lowest, highest = eigenvalues.min() - margin, eigenvalues.max() + margin
+    bottom = _bisect(lambda mu: count(mu) >= n_electrons - tolerance, lowest, highest)
+    if n_electrons + tolerance >= capacity:  # every state filled: no upper edge to find
+        return bottom
+    top = _bisect(lambda mu: count(mu) > n_electrons + tolerance, lowest, highest)
+    return 0.5 * (bottom + top)
+
+
+def _bisect(predicate: Callable[[float], bool], low: float, high: float, resolution: float = 1e-12) -> float:
+    """The point where a monotone ``predicate`` turns from False (at ``low``) to True (at ``high``)."""
+    while high - low > resolution * max(1.0, abs(low), abs(high)):
+        middle = 0.5 * (low + high)
+        low, high = (low, middle) if predicate(middle) else (middle, high)
+    return 0.5 * (low + high)

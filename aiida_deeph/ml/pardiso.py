@@ -1,0 +1,252 @@
+"""Factor a sparse symmetric/Hermitian matrix once and solve many right-hand sides.
+
+MKL PARDISO is called through ctypes on the ``libmkl_rt`` that the ``mkl`` wheel ships (pypardiso's own API is
+real-only; MKL itself is not). Real symmetric matrices use mtype −2 and complex Hermitian ones −4 (2 and 4 when
+the caller promises positive definiteness), with METIS ordering and the upper triangle in 0-based CSR. The library
+is found through the ``mkl`` distribution's file list, then ``<prefix>/lib``, then the system loader
+(``AIIDA_DEEPH_MKL_RT=/path/to/libmkl_rt.so`` overrides). Without MKL the factorization falls back to SuperLU
+(``scipy.sparse.linalg.splu``) with a warning: correct, but slower (×2–3 at a few thousand rows, ≥6× and out of
+memory beyond ~2·10⁴ rows, shared/notes/solvers.md) and with no Cholesky factor for the KPM.
+
+Use as a context manager, or call :meth:`SparseFactorization.close`, so PARDISO's factors (GBs for large cells)
+are freed as soon as the k-point is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import importlib.metadata
+import logging
+import os
+import sys
+import weakref
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "pardiso", "superlu"]
+
+_PARDISO_ERRORS = {
+    -1: "input inconsistent",
+    -2: "not enough memory",
+    -3: "reordering problem",
+    -4: "zero pivot, numerical factorization or iterative refinement problem",
+    -5: "unclassified (internal) error",
+    -7: "diagonal matrix is singular",
+    -8: "32-bit integer overflow problem",
+    -9: "not enough memory for out-of-core",
+}
+
+
+class SparseFactorization:
+    """A factored matrix A: :meth:`solve` returns A⁻¹b for b of shape (n,) or (n, nrhs)."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+    #: whether :meth:`solve_cholesky_adjoint` is available (a Cholesky factorization)
+    has_cholesky: bool = False
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def solve_cholesky_adjoint(self, rhs: np.ndarray) -> np.ndarray:
+        """L⁻ᴴb for the Cholesky factor A = LLᴴ (row-permuted), so that (L⁻ᴴ)(L⁻ᴴ)ᴴ = A⁻¹."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the factors; the object cannot solve afterwards."""
+
+    def as_linear_operator(self) -> spla.LinearOperator:
+        return spla.LinearOperator(self.shape, matvec=self.solve, matmat=self.solve, dtype=self.dtype)
+
+    def __enter__(self) -> "SparseFactorization":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def factorize(matrix: sp.spmatrix, positive_definite: bool = False, backend: Backend = "auto") -> SparseFactorization:
+    """Factor a symmetric (real) or Hermitian (complex) sparse matrix with PARDISO, or SuperLU without MKL."""
+    if backend != "superlu":
+        library = mkl_runtime()
+        if library is not None:
+            return PardisoFactorization(matrix, positive_definite, library)
+        if backend == "pardiso":
+            raise RuntimeError("MKL PARDISO requested but libmkl_rt was not found; pip install mkl")
+        _warn_no_mkl()
+    return SuperLUFactorization(matrix)
+
+
+@functools.cache
+def _warn_no_mkl() -> None:
+    logger.warning("libmkl_rt not found (pip install mkl): falling back to SuperLU, which is much slower")
+
+
+# --- locating MKL ------------------------------------------------------------------------------------------------
+def _candidate_paths() -> list[Path]:
+    candidates: list[Path] = []
+    if os.environ.get("AIIDA_DEEPH_MKL_RT"):
+        candidates.append(Path(os.environ["AIIDA_DEEPH_MKL_RT"]))
+    try:  # the mkl wheel lists its shared libraries among its files (lib/ on Linux/macOS, Library/bin on Windows)
+        distribution = importlib.metadata.distribution("mkl")
+        candidates += [Path(distribution.locate_file(f)) for f in distribution.files or () if "mkl_rt" in f.name]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        for folder in (Path(prefix, "lib"), Path(prefix, "Library", "bin")):
+            candidates += sorted(folder.glob("*mkl_rt*"), reverse=True)
+    system = ctypes.util.find_library("mkl_rt")
+    if system:
+        candidates.append(Path(system))
+    return candidates
+
+
+@functools.cache
+def mkl_runtime() -> ctypes.CDLL | None:
+    """The loaded ``libmkl_rt`` with the PARDISO prototypes set, or None when MKL is not installed."""
+    for path in _candidate_paths():
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        if not hasattr(library, "pardiso"):
+            continue
+        library.MKL_Set_Interface_Layer(0)  # LP64: MKL_INT is int32, as the arrays below assume
+        pointer = ctypes.c_void_p
+        library.pardisoinit.argtypes = [pointer] * 3
+        library.pardisoinit.restype = None
+        library.pardiso.argtypes = [pointer] * 16
+        library.pardiso.restype = None
+        logger.debug("using MKL PARDISO from %s", path)
+        return library
+    return None
+
+
+# --- PARDISO -----------------------------------------------------------------------------------------------------
+def _upper_triangle(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """The upper triangle in canonical CSR with every diagonal entry stored, as PARDISO's symmetric modes need."""
+    upper = sp.triu(matrix, format="coo")
+    diagonal = np.arange(matrix.shape[0])
+    csr = sp.csr_matrix(
+        (np.concatenate([upper.data, np.zeros(len(diagonal), upper.dtype)]),
+         (np.concatenate([upper.row, diagonal]), np.concatenate([upper.col, diagonal]))),
+        shape=matrix.shape,
+    )
+    csr.sum_duplicates()  # also sorts the column indices
+    return csr
+
+
+def _ptr(array: np.ndarray) -> ctypes.c_void_p:
+    return array.ctypes.data_as(ctypes.c_void_p)
+
+
+def _pardiso(library: ctypes.CDLL, handle: np.ndarray, mtype: np.ndarray, iparm: np.ndarray, phase: int, n: int,
+             matrix: tuple[np.ndarray, np.ndarray, np.ndarray], rhs: np.ndarray, out: np.ndarray, nrhs: int) -> None:
+    """One ``pardiso`` call; ``matrix`` = (data, indptr, indices) of the 0-based upper-triangle CSR."""
+    data, indptr, indices = matrix
+    scalars = {name: np.array(value, dtype=np.int32) for name, value in
+               dict(maxfct=1, mnum=1, phase=phase, n=n, nrhs=nrhs, msglvl=0, error=0).items()}
+    perm = np.zeros(1, dtype=np.int32)
+    library.pardiso(
+        _ptr(handle), _ptr(scalars["maxfct"]), _ptr(scalars["mnum"]), _ptr(mtype), _ptr(scalars["phase"]),
+        _ptr(scalars["n"]), _ptr(data), _ptr(indptr), _ptr(indices), _ptr(perm), _ptr(scalars["nrhs"]),
+        _ptr(iparm), _ptr(scalars["msglvl"]), _ptr(rhs), _ptr(out), _ptr(scalars["error"]),
+    )
+    error = int(scalars["error"])
+    if error:
+        reason = _PARDISO_ERRORS.get(error, "unknown error")
+        raise RuntimeError(f"PARDISO phase {phase} failed with error {error}: {reason}")
+
+
+def _release(library: ctypes.CDLL, handle: np.ndarray, mtype: np.ndarray, iparm: np.ndarray, n: int) -> None:
+    dummy = np.zeros(1)
+    _pardiso(library, handle, mtype, iparm, -1, n, (dummy, np.zeros(1, np.int32), np.zeros(1, np.int32)),
+             dummy, dummy, nrhs=1)
+
+
+class PardisoFactorization(SparseFactorization):
+    def __init__(self, matrix: sp.spmatrix, positive_definite: bool, library: ctypes.CDLL) -> None:
+        self._library = library
+        self.shape = matrix.shape
+        complex_ = np.iscomplexobj(matrix.data)
+        self.dtype = np.dtype(np.complex128 if complex_ else np.float64)
+        upper = _upper_triangle(sp.csr_matrix(matrix, dtype=self.dtype))
+        if upper.nnz >= np.iinfo(np.int32).max:
+            raise ValueError(f"{upper.nnz} nonzeros exceed PARDISO's 32-bit (LP64) interface")
+        # PARDISO reads the matrix again at every solve: keep it alive with the handle
+        self._matrix = (upper.data, upper.indptr.astype(np.int32), upper.indices.astype(np.int32))
+        self._mtype = np.array((4 if complex_ else 2) * (1 if positive_definite else -1), dtype=np.int32)
+        self._handle = np.zeros(64, dtype=np.int64)
+        self._iparm = np.zeros(64, dtype=np.int32)
+        library.pardisoinit(_ptr(self._handle), _ptr(self._mtype), _ptr(self._iparm))
+        self._iparm[0] = 1  # iparm is user-set from here on
+        self._iparm[1] = 2  # METIS nested dissection
+        self._iparm[7] = 0  # refine only after perturbed pivots; always refining made each solve 3-50× dearer
+        self._iparm[34] = 1  # 0-based indices
+        if not positive_definite:
+            self._iparm[9] = 8  # pivot perturbation 1e-8
+            self._iparm[10] = 1  # symmetric scaling and weighted matching: advised for indefinite matrices
+            self._iparm[12] = 1
+        self.has_cholesky = positive_definite
+        # from here on PARDISO may hold memory; the finalizer frees it on close() or garbage collection
+        self._finalizer = weakref.finalize(self, _release, library, self._handle, self._mtype, self._iparm,
+                                           self.shape[0])
+        try:
+            self._call(12, np.zeros(1, self.dtype), np.zeros(1, self.dtype), nrhs=1)  # analysis + factorization
+        except RuntimeError:
+            self.close()
+            raise
+
+    def _call(self, phase: int, rhs: np.ndarray, out: np.ndarray, nrhs: int) -> None:
+        _pardiso(self._library, self._handle, self._mtype, self._iparm, phase, self.shape[0], self._matrix, rhs,
+                 out, nrhs)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return self._solve(33, rhs)
+
+    def solve_cholesky_adjoint(self, rhs: np.ndarray) -> np.ndarray:
+        if not self.has_cholesky:
+            raise NotImplementedError("only a positive definite (Cholesky) factorization has a triangular factor")
+        return self._solve(333, rhs)  # PARDISO's backward substitution alone: Pᵀ L⁻ᴴ b
+
+    def _solve(self, phase: int, rhs: np.ndarray) -> np.ndarray:
+        if not self._finalizer.alive:
+            raise RuntimeError("the factorization was closed")
+        rhs = np.asarray(rhs)
+        if np.iscomplexobj(rhs) and self.dtype.kind == "f":  # a real factor solves real and imaginary parts
+            return self._solve(phase, rhs.real) + 1j * self._solve(phase, rhs.imag)
+        b = np.asfortranarray(rhs.reshape(self.shape[0], -1), dtype=self.dtype)  # right-hand sides column-wise
+        x = np.empty_like(b, order="F")
+        self._call(phase, b, x, nrhs=b.shape[1])
+        return x.reshape(rhs.shape)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+# --- SuperLU fallback --------------------------------------------------------------------------------------------
+class SuperLUFactorization(SparseFactorization):
+    def __init__(self, matrix: sp.spmatrix) -> None:
+        self.shape = matrix.shape
+        self.dtype = np.dtype(np.complex128 if np.iscomplexobj(matrix.data) else np.float64)
+        self._lu: spla.SuperLU | None = spla.splu(sp.csc_matrix(matrix, dtype=self.dtype))
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        if self._lu is None:
+            raise RuntimeError("the factorization was closed")
+        rhs = np.asarray(rhs)
+        if np.iscomplexobj(rhs) and self.dtype.kind == "f":
+            return self.solve(rhs.real) + 1j * self.solve(rhs.imag)
+        return self._lu.solve(np.asarray(rhs, dtype=self.dtype))
+
+    def close(self) -> None:
+        self._lu = None
