@@ -16,8 +16,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from e3nn import o3
+
+if TYPE_CHECKING:
+    from ..io.deeph_format import DeepHStructure
 
 Shell = tuple[int, int, int]  # (l, first orbital, last orbital + 1) inside one atom's block
 
@@ -29,7 +33,8 @@ def shell_irreps(shells: Sequence[int]) -> o3.Irreps:
 
 def coupled_irreps(l1: int, l2: int, parity: bool = True) -> o3.Irreps:
     """Irreps of an (l1, l2) block: l3 = |l1 − l2| … l1 + l2 with parity (−1)^(l1+l2), or (−1)^l3 if ``not parity``."""
-    return o3.Irreps([(1, (l3, (-1) ** (l1 + l2) if parity else (-1) ** l3)) for l3 in range(abs(l1 - l2), l1 + l2 + 1)])
+    degrees = range(abs(l1 - l2), l1 + l2 + 1)
+    return o3.Irreps([(1, (l3, (-1) ** (l1 + l2) if parity else (-1) ** l3)) for l3 in degrees])
 
 
 def spin_coupled_irreps(l3: int, parity: int) -> o3.Irreps:
@@ -63,14 +68,16 @@ class OrbitalBasis:
         if not elements_orbital_map:
             raise ValueError("elements_orbital_map is empty")
         self.elements: tuple[str, ...] = tuple(elements_orbital_map)
-        self.shells: dict[str, tuple[int, ...]] = {el: tuple(int(l) for l in ls) for el, ls in elements_orbital_map.items()}
+        self.shells: dict[str, tuple[int, ...]] = {
+            el: tuple(int(l) for l in ls) for el, ls in elements_orbital_map.items()
+        }
         for element, shells in self.shells.items():
             if not shells or min(shells) < 0:
                 raise ValueError(f"element {element}: invalid shells {list(shells)}")
         self.spinful = bool(spinful)
 
     @classmethod
-    def from_structure(cls, structure) -> "OrbitalBasis":
+    def from_structure(cls, structure: DeepHStructure) -> OrbitalBasis:
         """The basis of a :class:`~aiida_deeph.io.DeepHStructure` (its elements, shells and spin)."""
         return cls(structure.elements_orbital_map, spinful=structure.spinful)
 
@@ -130,7 +137,9 @@ class OrbitalBasis:
             start += 2 * l + 1
         return result
 
-    def _pair_irreps(self, element_i: str, element_j: str, parity: bool) -> list[tuple[Shell, Shell, int, int, int | None]]:
+    def _pair_irreps(
+        self, element_i: str, element_j: str, parity: bool
+    ) -> list[tuple[Shell, Shell, int, int, int | None]]:
         """``(shell_i, shell_j, l, p, spin)`` for each output irrep of the pair, in a fixed order."""
         result = []
         for shell_i in self._shells_with_offsets(element_i):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from ase import Atoms
+from ase.neighborlist import neighbor_list
 
 from ..io.deeph_format import BlockMatrix, DeepHStructure
 from .basis import OrbitalBasis
@@ -30,7 +32,10 @@ from .wigner import edge_wigner
 
 @dataclass
 class CrystalGraph:
-    """One structure (or a batch, see :func:`collate`) as tensors; float tensors follow :meth:`to`."""
+    """One structure (or a batch, see :func:`collate`) as tensors; float tensors follow :meth:`to`.
+
+    Treat it as immutable once built (except for setting ``target``/``mask``): edge splits and Wigner-D matrices are
+    cached on it."""
 
     species: torch.Tensor  # (N,) long, index into basis.elements
     positions: torch.Tensor  # (N, 3) Å
@@ -57,20 +62,21 @@ class CrystalGraph:
         """(E, 5) int64 rows [Rx, Ry, Rz, i, j], the DeepH key of each edge."""
         return torch.cat([self.cell_shift, self.edge_index.T], 1).cpu().numpy()
 
+    def _edge_split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if "split" not in self._cache:
+            is_onsite = (self.edge_index[0] == self.edge_index[1]) & (self.cell_shift == 0).all(1)
+            self._cache["split"] = torch.nonzero(is_onsite).squeeze(1), torch.nonzero(~is_onsite).squeeze(1)
+        return self._cache["split"]
+
     @property
     def onsite(self) -> torch.Tensor:
         """Indices of the on-site edges (i, i, 0), which have no direction."""
-        if "onsite" not in self._cache:
-            is_onsite = (self.edge_index[0] == self.edge_index[1]) & (self.cell_shift == 0).all(1)
-            self._cache["onsite"] = torch.nonzero(is_onsite).squeeze(1)
-            self._cache["offsite"] = torch.nonzero(~is_onsite).squeeze(1)
-        return self._cache["onsite"]
+        return self._edge_split()[0]
 
     @property
     def offsite(self) -> torch.Tensor:
         """Indices of the edges with a direction (everything but (i, i, 0))."""
-        self.onsite  # fills both
-        return self._cache["offsite"]
+        return self._edge_split()[1]
 
     def wigner(self, lmax: int) -> list[torch.Tensor]:
         """Edge-frame Wigner-D matrices of the off-site edges (:func:`~aiida_deeph.ml.wigner.edge_wigner`), l = 0..lmax.
@@ -84,7 +90,8 @@ class CrystalGraph:
     def block_mask(self, size: int) -> torch.Tensor:
         """(E, size, size) bool: the top-left (rows, columns) of each edge, whether or not it has a target."""
         rows = torch.arange(size, device=self.block_shape.device)
-        return (rows[None, :, None] < self.block_shape[:, 0, None, None]) & (rows[None, None, :] < self.block_shape[:, 1, None, None])
+        shape = self.block_shape[:, :, None, None]
+        return (rows[None, :, None] < shape[:, 0]) & (rows[None, None, :] < shape[:, 1])
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "CrystalGraph":
         """A copy on ``device`` with real floats in ``dtype`` (complex targets in the matching complex dtype)."""
@@ -170,7 +177,9 @@ def _pack_targets(graph: CrystalGraph, matrix: BlockMatrix, size: int) -> tuple[
     counts = np.prod(matrix.chunk_shapes[found[has]], axis=1)
     starts = np.repeat(matrix.chunk_boundaries[found[has]] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
     entries = matrix.entries[starts + np.arange(counts.sum())]
-    dtype = torch.promote_types(torch.get_default_dtype(), torch.complex64) if matrix.is_complex else torch.get_default_dtype()
+    dtype = torch.get_default_dtype()
+    if matrix.is_complex:
+        dtype = torch.promote_types(dtype, torch.complex64)
     mask = graph.block_mask(size) & torch.as_tensor(has)[:, None, None]
     target = torch.zeros(mask.shape, dtype=dtype)
     target[mask] = torch.as_tensor(entries, dtype=dtype)
@@ -209,9 +218,6 @@ def find_pairs(
     """All (i, j, R) with |pos_j + R·lattice − pos_i| < cutoff, on-site pairs included, as (P, 5) [Rx, Ry, Rz, i, j]
     sorted like :meth:`BlockMatrix.from_blocks`. A mapping gives a radius per element and pairs within r_i + r_j
     (orbitals that overlap). O(N) through ASE's cell-list ``neighbor_list``."""
-    from ase import Atoms
-    from ase.neighborlist import neighbor_list
-
     positions = np.asarray(positions, dtype=float).reshape(-1, 3)
     if isinstance(cutoff, Mapping):
         if species is None:

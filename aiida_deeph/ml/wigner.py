@@ -103,7 +103,9 @@ def _rotate_about_y(angle: torch.Tensor, l: int, matrix: torch.Tensor) -> torch.
     return torch.cos(phase)[:, :, None] * matrix - torch.sin(phase)[:, :, None] * matrix.flip(-2)
 
 
-def _wigner_from_angles(l: int, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None = None) -> torch.Tensor:
+def _wigner_from_angles(
+    l: int, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor | None = None
+) -> torch.Tensor:
     """Batched D^l(α, β, γ) = Y(α) J Y(β) Jᵀ Y(γ), (E, 2l+1, 2l+1); γ = None means 0."""
     swap = _swap_y_to_x(l).to(dtype=alpha.dtype, device=alpha.device)
     right = swap.T.unsqueeze(0)

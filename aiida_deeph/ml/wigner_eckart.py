@@ -40,7 +40,9 @@ def _coupling(l1: int, l2: int, l3: int) -> np.ndarray:
     return math.sqrt(2 * l3 + 1) * o3.wigner_3j(l1, l2, l3, dtype=torch.float64).numpy()
 
 
-def assembly_matrix(basis: OrbitalBasis, element_i: str, element_j: str, parity: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def assembly_matrix(
+    basis: OrbitalBasis, element_i: str, element_j: str, parity: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """W with vec(H_ij) = W y as sparse triplets ``(rows, columns, values)``.
 
     Rows index the row-major entries of the (n_i, n_j) block, or of the spin-major (2 n_i, 2 n_j) block with spin;
@@ -86,7 +88,9 @@ class WignerEckartHead(nn.Module):
         self.irreps_out = basis.output_irreps(parity)
         self.num_features = self.irreps_out.dim * (2 if basis.spinful else 1)
         spin = 2 if basis.spinful else 1
-        self.shapes = [(spin * basis.num_orbitals(el_i), spin * basis.num_orbitals(el_j)) for _, el_i, el_j in basis.pair_types()]
+        self.shapes = [
+            (spin * basis.num_orbitals(el_i), spin * basis.num_orbitals(el_j)) for _, el_i, el_j in basis.pair_types()
+        ]
         dtype = torch.get_default_dtype()
         for pair_type, el_i, el_j in basis.pair_types():
             rows, columns, values = assembly_matrix(basis, el_i, el_j, parity)

@@ -7,8 +7,9 @@ Model API (shared with :mod:`.deephe3`): ``model(graph) -> (E, B, B)`` Hermitian
 Features are SO(3) arrays (:mod:`.layers`) on nodes (atoms) and edges (atom pairs, which become the H blocks).
 Each block, pre-norm transformer style:
 
-1. message of every off-site edge from x_i, x_j and e_ij (summed after per-l linear maps), rotated into the edge frame (Wigner-D built once per
-   graph), one SO(2) convolution (:mod:`.so2`) with radial weights, giving a value and an edge update;
+1. message of every off-site edge from x_i, x_j and e_ij (summed after per-l linear maps), rotated into the edge
+   frame (Wigner-D built once per graph), one SO(2) convolution (:mod:`.so2`) with radial weights, giving a value
+   and an edge update;
 2. multi-head attention of atom i over its neighbours, logits from the m = 0 (rotation-invariant) components of the
    edge-frame message; values rotated back and summed; then a gated feed-forward on the nodes;
 3. edge update: the second half of the convolution for off-site edges; on-site edges (i, i, 0), which have no
@@ -34,7 +35,7 @@ from .layers import (
     EquivariantLayerNorm,
     GatedFeedForward,
     GaussianBasis,
-    RadialMLP,
+    MLP,
     SO3Linear,
     SO3Readout,
     degree_index,
@@ -73,7 +74,7 @@ class ELCTBlock(nn.Module):
         self.source_neighbour = SO3Linear(lmax, channels, channels)
         self.source_edge = SO3Linear(lmax, channels, channels)
         self.conv = SO2Convolution(lmax, channels, 2 * channels, num_radial, radial_hidden, mmax)
-        self.attention = RadialMLP([(lmax + 1) * channels, channels, num_heads])
+        self.attention = MLP([(lmax + 1) * channels, channels, num_heads])
         self.node_out = SO3Linear(lmax, channels, channels)
         self.onsite = SO3Linear(lmax, 2 * channels, channels)
         self.norm_node_ffn = EquivariantLayerNorm(lmax, channels)
@@ -124,7 +125,7 @@ class DeepH2(nn.Module):
         self.node_embedding = nn.Embedding(basis.num_elements, channels)
         self.pair_embedding = nn.Embedding(basis.num_pair_types, channels)
         self.radial_basis = GaussianBasis(cutoff, num_radial)
-        self.edge_embedding = RadialMLP([num_radial, radial_hidden, (self.lmax + 1) * channels])
+        self.edge_embedding = MLP([num_radial, radial_hidden, (self.lmax + 1) * channels])
         self.blocks = nn.ModuleList(
             ELCTBlock(self.lmax, channels, num_heads, ffn_hidden or 2 * channels, num_radial, radial_hidden,
                       self.lmax if mmax is None else mmax)
@@ -153,7 +154,9 @@ class DeepH2(nn.Module):
         size = (self.lmax + 1) ** 2
         x = self.node_embedding.weight.new_zeros(graph.num_nodes, size, self.channels)
         x[:, 0] = self.node_embedding(graph.species)
-        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), to_e3nn(graph.edge_vec), normalize=True, normalization="component")
+        sh = o3.spherical_harmonics(
+            list(range(self.lmax + 1)), to_e3nn(graph.edge_vec), normalize=True, normalization="component"
+        )
         radial = self.edge_embedding(self.radial_basis(graph.edge_vec.norm(dim=1))).unflatten(-1, (self.lmax + 1, -1))
         e = sh[:, :, None] * radial[:, self.degree]
         e[:, 0] = e[:, 0] + self.pair_embedding(graph.pair_type)

@@ -27,7 +27,7 @@ from ..basis import OrbitalBasis
 from ..graph import CrystalGraph
 from ..wigner import to_e3nn
 from ..wigner_eckart import WignerEckartHead
-from .layers import GaussianBasis, IrrepsLayerNorm, RadialMLP
+from .layers import GaussianBasis, IrrepsLayerNorm, MLP
 
 
 class EquivariantConvolution(nn.Module):
@@ -37,7 +37,8 @@ class EquivariantConvolution(nn.Module):
                  radial_hidden: int) -> None:
         super().__init__()
         channels = max(mul for mul, _ in irreps_out)
-        irreps_hidden = o3.Irreps([(channels, ir) for _, ir in o3.Irreps(irreps_in).simplify()]).sort().irreps.simplify()
+        types = [ir for _, ir in o3.Irreps(irreps_in).simplify()]
+        irreps_hidden = o3.Irreps([(channels, ir) for ir in types]).sort().irreps.simplify()
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
         gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
         gates = o3.Irreps(f"{gated.num_irreps}x0e")
@@ -52,7 +53,7 @@ class EquivariantConvolution(nn.Module):
         self.pre = o3.Linear(irreps_in, irreps_hidden)
         self.tp = o3.TensorProduct(irreps_hidden, irreps_sh, o3.Irreps(mid), instructions, shared_weights=False,
                                    internal_weights=False)
-        self.radial = RadialMLP([num_radial, radial_hidden, self.tp.weight_numel])
+        self.radial = MLP([num_radial, radial_hidden, self.tp.weight_numel])
         self.post = o3.Linear(self.tp.irreps_out, scalars + gates + gated)
         acts = [nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars]
         self.gate = Gate(scalars, acts, gates, [torch.sigmoid], gated)
@@ -78,8 +79,17 @@ class E3Block(nn.Module):
         self.edge_norm = IrrepsLayerNorm(irreps_out)
         self.edge_self = o3.FullyConnectedTensorProduct(irreps_edge, f"{num_elements**2}x0e", irreps_out)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, graph: CrystalGraph, sh: torch.Tensor, radial: torch.Tensor,
-                species: torch.Tensor, pairs: torch.Tensor, inv_sqrt_degree: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        graph: CrystalGraph,
+        sh: torch.Tensor,
+        radial: torch.Tensor,
+        species: torch.Tensor,
+        pairs: torch.Tensor,
+        inv_sqrt_degree: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         i, j = graph.edge_index
         message = self.node_conv(torch.cat([x[i], x[j], e], -1), sh, radial)
         total = message.new_zeros(len(x), message.shape[1]).index_add(0, i, message) * inv_sqrt_degree[:, None]
@@ -116,7 +126,7 @@ class DeepHE3(nn.Module):
         self.node_embedding = nn.Embedding(basis.num_elements, channels)
         self.pair_embedding = nn.Embedding(basis.num_pair_types, channels)
         self.radial_basis = GaussianBasis(cutoff, num_radial)
-        self.edge_embedding = RadialMLP([num_radial, radial_hidden, channels])
+        self.edge_embedding = MLP([num_radial, radial_hidden, channels])
         self.blocks = nn.ModuleList(
             E3Block(scalars if n == 0 else self.irreps_feature, scalars if n == 0 else self.irreps_feature,
                     self.irreps_feature, self.irreps_sh, basis.num_elements, num_radial, radial_hidden)

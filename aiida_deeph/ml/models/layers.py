@@ -34,8 +34,8 @@ class GaussianBasis(nn.Module):
         return torch.exp(-0.5 * ((distances[:, None] - self.centers) / self.width) ** 2)
 
 
-class RadialMLP(nn.Sequential):
-    """Linear–SiLU–…–Linear on invariant edge features; ``sizes`` = [in, hidden..., out]."""
+class MLP(nn.Sequential):
+    """Linear–SiLU–…–Linear on invariant features (radial weights, attention logits); ``sizes`` = [in, hidden…, out]."""
 
     def __init__(self, sizes: Sequence[int]) -> None:
         layers: list[nn.Module] = []

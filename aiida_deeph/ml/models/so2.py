@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import RadialMLP
+from .layers import MLP
 
 
 def _component(l: int, m: int) -> int:
@@ -27,7 +27,13 @@ class SO2Convolution(nn.Module):
     """(E, (L+1)², C_in) in the edge frame + radial features (E, R) → (E, (L+1)², C_out) in the edge frame."""
 
     def __init__(
-        self, lmax: int, in_channels: int, out_channels: int, radial_features: int, radial_hidden: int, mmax: int | None = None
+        self,
+        lmax: int,
+        in_channels: int,
+        out_channels: int,
+        radial_features: int,
+        radial_hidden: int,
+        mmax: int | None = None,
     ) -> None:
         super().__init__()
         self.lmax = lmax
@@ -48,7 +54,7 @@ class SO2Convolution(nn.Module):
         self.register_buffer("gather", torch.tensor(gather), persistent=False)
         self.register_buffer("radial_row", torch.tensor(radial_row), persistent=False)
         self.register_buffer("scatter", torch.argsort(torch.tensor(gather + rest)), persistent=False)
-        self.radial = RadialMLP([radial_features, radial_hidden, rows * in_channels])
+        self.radial = MLP([radial_features, radial_hidden, rows * in_channels])
         self.linear_m0 = nn.Linear((lmax + 1) * in_channels, (lmax + 1) * out_channels)
         self.linear_m = nn.ModuleList(
             nn.Linear((lmax + 1 - m) * in_channels, 2 * (lmax + 1 - m) * out_channels, bias=False)  # [W_r | W_i]
