@@ -23,13 +23,8 @@ LATTICE = np.array([[3.2, 0.1, 0.0], [0.3, 3.4, 0.0], [0.2, -0.1, 3.6]])
 POSITIONS = np.random.default_rng(0).random((4, 3)) @ LATTICE
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Graphs are built in the default dtype; float64 keeps the DFT blocks bit-exact."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# Graphs are built in the default dtype; float64 keeps the DFT blocks bit-exact.
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def brute_force_pairs(lattice, positions, cutoff):

@@ -20,13 +20,7 @@ torch.set_num_threads(1)
 PERM = [1, 2, 0]
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def rotations() -> torch.Tensor:

@@ -19,13 +19,7 @@ BASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def random_blocks(head: WignerEckartHead, pair_type: torch.Tensor) -> torch.Tensor:
