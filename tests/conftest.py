@@ -55,22 +55,38 @@ def aiida_profile(aiida_config, aiida_profile_factory, tmp_path_factory):
 
         name = f"deeph_test_{secrets.token_hex(6)}"
         storage = _psql_storage_config(name, tmp_path_factory.mktemp("repository"))
-        with aiida_profile_factory(aiida_config, storage_backend="core.psql_dos", storage_config=storage,
-                                   broker_backend="core.rabbitmq", name=name) as profile:
-            yield profile
+        factory = aiida_profile_factory(aiida_config, storage_backend="core.psql_dos", storage_config=storage,
+                                        broker_backend="core.rabbitmq", name=name)
     else:
-        with aiida_profile_factory(aiida_config, storage_backend="core.sqlite_dos",
-                                   broker_backend="core.zeromq") as profile:
-            yield profile
+        factory = aiida_profile_factory(aiida_config, storage_backend="core.sqlite_dos", broker_backend="core.zeromq")
+    with factory as profile:
+        # circus answers slowly on a loaded 2-core machine; the 2 s default makes daemon start/stop flaky there
+        aiida_config.set_option("daemon.timeout", 60, scope=profile.name)
+        aiida_config.store()
+        yield profile
 
 
 @pytest.fixture(scope="session")
-def cp2k_code(aiida_profile, tmp_path_factory):
-    """``cp2k@localhost-deeph``: the real CP2K binary under MPI (2 ranks)."""
-    from aiida_deeph.tools.local_setup import setup_cp2k, setup_localhost
+def localhost_deeph(aiida_profile, tmp_path_factory):
+    from aiida_deeph.tools.local_setup import setup_localhost
 
-    computer = setup_localhost(workdir=tmp_path_factory.mktemp("aiida_work"))
-    return setup_cp2k(computer)
+    return setup_localhost(workdir=tmp_path_factory.mktemp("aiida_work"))
+
+
+@pytest.fixture(scope="session")
+def cp2k_code(localhost_deeph):
+    """``cp2k@localhost-deeph``: the real CP2K binary under MPI (2 ranks)."""
+    from aiida_deeph.tools.local_setup import setup_cp2k
+
+    return setup_cp2k(localhost_deeph)
+
+
+@pytest.fixture(scope="session")
+def python_code(localhost_deeph):
+    """``deeph-python@localhost-deeph``: this interpreter, running ``python -m aiida_deeph.ml`` jobs."""
+    from aiida_deeph.tools.local_setup import setup_python
+
+    return setup_python(localhost_deeph)
 
 
 @pytest.fixture(scope="session")

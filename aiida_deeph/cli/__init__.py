@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .convert import convert
 from .setup import setup
 from .structure import structure
 
@@ -13,5 +14,6 @@ def cli() -> None:
     """aiida-deeph: DeepH Hamiltonians with AiiDA provenance."""
 
 
+cli.add_command(convert)
 cli.add_command(setup)
 cli.add_command(structure)

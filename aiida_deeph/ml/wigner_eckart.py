@@ -127,7 +127,7 @@ class WignerEckartHead(nn.Module):
             if len(edges) == 0:
                 continue
             rows, columns, values = self._triplets(t)
-            flat = y.new_zeros(len(edges), n_rows * n_cols).index_add(1, rows, y[edges][:, columns] * values)
+            flat = y.new_zeros(len(edges), n_rows * n_cols).index_add(1, rows, (y[edges][:, columns] * values).to(y.dtype))
             out[edges, :n_rows, :n_cols] = flat.view(len(edges), n_rows, n_cols)
         return out
 
@@ -144,5 +144,5 @@ class WignerEckartHead(nn.Module):
                 continue
             rows, columns, values = self._triplets(t)
             flat = blocks[edges, :n_rows, :n_cols].reshape(len(edges), n_rows * n_cols)
-            y[edges] = y.new_zeros(len(edges), y.shape[1]).index_add(1, columns, flat[:, rows] * values.conj())
+            y[edges] = y.new_zeros(len(edges), y.shape[1]).index_add(1, columns, (flat[:, rows] * values.conj()).to(y.dtype))
         return torch.cat([y.real, y.imag], -1) if self.basis.spinful else y

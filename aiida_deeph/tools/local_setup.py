@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,3 +55,8 @@ def setup_code(computer: orm.Computer, label: str, executable: str, with_mpi: bo
 def setup_cp2k(computer: orm.Computer | None = None) -> orm.InstalledCode:
     """The CP2K code of the embedded engine (Debian's ``cp2k.psmp`` under MPI)."""
     return setup_code(computer or setup_localhost(), "cp2k", "cp2k.psmp", with_mpi=True)
+
+
+def setup_python(computer: orm.Computer | None = None) -> orm.InstalledCode:
+    """``deeph-python``: this environment's interpreter, which runs ``python -m aiida_deeph.ml`` jobs."""
+    return setup_code(computer or setup_localhost(), "deeph-python", sys.executable, with_mpi=False)

@@ -3,46 +3,23 @@
 from __future__ import annotations
 
 from aiida import orm
-from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
+from aiida.engine import ProcessHandlerReport, process_handler
 
 from aiida_deeph.calculations.cp2k import DeepHCp2kCalculation
-from aiida_deeph.workflows.protocols import ProtocolMixin, recursive_merge
+from aiida_deeph.workflows.dft_base import DftBaseWorkChain
+from aiida_deeph.workflows.protocols import recursive_merge
 
-WALLTIME_FACTOR = 1.5
 MIXING_DAMPING = 0.7
 MIN_MIXING_ALPHA = 0.05
 WAVEFUNCTION_FILES = ("aiida-RESTART.kp", "aiida-RESTART.wfn")  # k-point and Γ-only runs
 
 
-class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class Cp2kBaseWorkChain(DftBaseWorkChain):
     """Run ``deeph.cp2k`` until it succeeds, fixing SCF non-convergence and walltime on the way."""
 
     _process_class = DeepHCp2kCalculation
     _protocol_file = "cp2k"
-
-    @classmethod
-    def define(cls, spec):
-        super().define(spec)
-        spec.expose_inputs(DeepHCp2kCalculation, namespace="cp2k", exclude=("kpoints",))
-        spec.input("kpoints", valid_type=orm.KpointsData, required=False, help="Explicit Monkhorst–Pack mesh.")
-        spec.input("kpoints_distance", valid_type=orm.Float, required=False,
-                   help="Mesh spacing in Å⁻¹ (used when no explicit mesh is given).")
-        spec.inputs.validator = cls.validate_kpoints_inputs
-        spec.outline(
-            cls.setup,
-            cls.set_kpoints,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
-            cls.results,
-        )
-        spec.expose_outputs(DeepHCp2kCalculation)
-        spec.exit_code(300, "ERROR_UNRECOVERABLE_FAILURE", message="The calculation failed with an unrecoverable error.")
-
-    @staticmethod
-    def validate_kpoints_inputs(inputs, _ctx):
-        if ("kpoints" in inputs) == ("kpoints_distance" in inputs):
-            return "give exactly one of `kpoints` and `kpoints_distance`"
-        return None
+    _namespace = "cp2k"
 
     @classmethod
     def get_builder_from_protocol(cls, code: orm.Code, structure: orm.StructureData, protocol: str | None = None,
@@ -65,19 +42,6 @@ class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         builder.clean_workdir = orm.Bool(inputs["clean_workdir"])
         return builder
 
-    def setup(self):
-        super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(DeepHCp2kCalculation, "cp2k"))
-
-    def set_kpoints(self):
-        if "kpoints" in self.inputs:
-            self.ctx.inputs.kpoints = self.inputs.kpoints
-            return
-        kpoints = orm.KpointsData()
-        kpoints.set_cell_from_structure(self.inputs.cp2k.structure)
-        kpoints.set_kpoints_mesh_from_density(self.inputs.kpoints_distance.value, force_parity=False)
-        self.ctx.inputs.kpoints = kpoints
-
     def _update_parameters(self, update: dict) -> None:
         current = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
         self.ctx.inputs.parameters = orm.Dict(recursive_merge(current, update))
@@ -97,10 +61,7 @@ class Cp2kBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     @process_handler(priority=510, exit_codes=[DeepHCp2kCalculation.exit_codes.ERROR_OUT_OF_WALLTIME])
     def handle_out_of_walltime(self, node):
         """More wall time, and continue from the last wavefunction when CP2K left one."""
-        options = dict(self.ctx.inputs.metadata.get("options", {}))
-        walltime = int(WALLTIME_FACTOR * options.get("max_wallclock_seconds", 3600))
-        options["max_wallclock_seconds"] = walltime
-        self.ctx.inputs.metadata["options"] = options
+        walltime = self.more_walltime()
         restart = self._restart_from(node)
         self.report(f"{node.process_label}<{node.pk}>: out of walltime; restarting with {walltime} s"
                     + (f" from {restart}" if restart else ""))

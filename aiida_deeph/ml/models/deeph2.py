@@ -92,10 +92,10 @@ class ELCTBlock(nn.Module):
         weights = scatter_softmax(logits, geo.center, len(x))
         message, edge_update = rotate_from_edge_frame(local, geo.wigner).chunk(2, -1)
         message = (message.unflatten(-1, (self.num_heads, -1)) * weights[:, None, :, None]).flatten(-2)
-        x = x + self.node_out(torch.zeros_like(x).index_add(0, geo.center, message))
+        x = x + self.node_out(torch.zeros_like(x).index_add(0, geo.center, message.to(x.dtype)))
         x = x + self.ffn_node(self.norm_node_ffn(x))
         onsite_update = self.onsite(torch.cat([xn[geo.onsite_atom], en[geo.onsite]], -1))
-        e = e.index_add(0, geo.offsite, edge_update).index_add(0, geo.onsite, onsite_update)
+        e = e.index_add(0, geo.offsite, edge_update.to(e.dtype)).index_add(0, geo.onsite, onsite_update.to(e.dtype))
         e = e + self.ffn_edge(self.norm_edge_ffn(e))
         return x, e
 

@@ -1,0 +1,53 @@
+"""``deeph.bands``: band structure (dense or shift-invert sparse) and DOS of a DeepH-format Hamiltonian."""
+
+from __future__ import annotations
+
+from aiida import orm
+
+from aiida_deeph.data.hamiltonian import HamiltonianData
+
+from .ml_base import MLCalculation, copy_folder_node
+
+STRUCTURE, BANDS = "structure", "bands"
+BAND_OPTIONS = ("npoints", "num_bands", "solver", "sigma")
+DOS_OPTIONS = ("width", "method")
+
+
+def validate_parameters(parameters: orm.Dict, _ctx) -> str | None:
+    unknown = set(parameters.get_dict()) - {*BAND_OPTIONS, *DOS_OPTIONS, "kmesh", "dos"}
+    if unknown:
+        return (f"unknown parameters {', '.join(sorted(unknown))}; valid: "
+                f"{', '.join(sorted({*BAND_OPTIONS, *DOS_OPTIONS, 'kmesh', 'dos'}))}")
+    return None
+
+
+class BandsCalculation(MLCalculation):
+    """Bands along the standard k-path (``bands`` BandsData, ``band_plot``) and, with ``dos: True``, the density of
+    states (``dos`` XyData, ``dos_plot``). ``parameters``: ``npoints``, ``num_bands`` and ``sigma`` (eV; the window
+    nearest σ for large cells), ``solver`` (auto|dense|sparse), ``dos``, ``kmesh``, ``width``, ``method``
+    (auto|gaussian|kpm)."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("hamiltonian", valid_type=HamiltonianData)
+        spec.input("parameters", valid_type=orm.Dict, required=False, validator=validate_parameters)
+        spec.input("metadata.options.parser_name", valid_type=str, default="deeph.bands")
+        spec.output("bands", valid_type=orm.BandsData)
+        spec.output("dos", valid_type=orm.XyData, required=False)
+        spec.output("band_plot", valid_type=orm.SinglefileData)
+        spec.output("dos_plot", valid_type=orm.SinglefileData, required=False)
+        spec.output("output_parameters", valid_type=orm.Dict)
+
+    def prepare_for_submission(self, folder):
+        params = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
+        bands = ["bands", STRUCTURE, "--out", BANDS, "--plot"]
+        bands += [arg for key in BAND_OPTIONS if key in params for arg in (f"--{key.replace('_', '-')}", str(params[key]))]
+        codeinfos = [self.codeinfo(bands)]
+        retrieve = [f"{BANDS}/band.h5", f"{BANDS}/band.png"]
+        if params.get("dos"):
+            dos = ["dos", STRUCTURE, "--out", BANDS, "--plot", "--kmesh", *(str(n) for n in params.get("kmesh", (1, 1, 1)))]
+            dos += [arg for key in DOS_OPTIONS if key in params for arg in (f"--{key}", str(params[key]))]
+            codeinfos.append(self.codeinfo(dos))
+            retrieve += [f"{BANDS}/dos.h5", f"{BANDS}/dos.png"]
+        return self.calcinfo(codeinfos, copy_folder_node(self.inputs.hamiltonian, STRUCTURE), retrieve=retrieve)

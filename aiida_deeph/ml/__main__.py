@@ -1,0 +1,168 @@
+"""Command line of the ML engine: ``python -m aiida_deeph.ml <command>``.
+
+::
+
+    preprocess --out DIR [--split TRAIN VAL TEST] [--seed N] [--workers N] SRC...
+    train CONFIG.toml [--resume]                       # under torchrun every rank runs the same command
+    infer [--config CONFIG.toml] --model DIR --structure POSCAR [--overlap DIR] --out DIR
+          [--max-edges-per-chunk N] [--device DEVICE]
+    bands FOLDER [--out DIR] [--npoints N] [--num-bands N] [--solver auto|dense|sparse] [--sigma EV] [--plot]
+    dos FOLDER [--out DIR] [--kmesh N N N] [--width EV] [--method auto|gaussian|kpm] [--plot]
+
+``SRC`` is a DeepH, OpenMX or ABACUS structure folder, or a folder of them. Flags of ``infer`` override the
+``[process.infer]`` section of ``--config``.
+
+Exit statuses:
+
+==  ===============================================================================================================
+0   success
+1   unexpected error (traceback on stderr)
+2   invalid command line, configuration or input files (the message says what is wrong; config errors list the
+    valid keys)
+3   training stopped on a non-finite loss or gradient; ``checkpoints/latest.pt`` is the last finite state: lower
+    the learning rate and resume
+4   training reached ``walltime_s``; ``latest.pt`` was saved: rerun with ``--resume`` to continue (restartable)
+5   corrupted data: a dataset, checkpoint or model file is unreadable or does not match its sha256
+==  ===============================================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..io.deeph_format import DeepHFormatError, DeepHStructure
+from .checkpoint import CorruptedFileError
+from .config import Config, ConfigError, Precision, load_config, resolve_device
+from .dataset import DatasetError, preprocess
+from .infer import InferenceError, infer
+from .train import train
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CORRUPTED = 0, 1, 2, 5
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    out = preprocess(args.sources, args.out, fractions=args.split, seed=args.seed, workers=args.workers)
+    print(f"dataset written to {out}")
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.resume:
+        config.train.resume = True
+    return train(config).exit_code
+
+
+def _infer(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else Config()
+    settings = config.infer
+    for key, value in (("model_dir", args.model), ("structure", args.structure), ("overlap_dir", args.overlap),
+                       ("output_dir", args.out), ("max_edges_per_chunk", args.max_edges_per_chunk)):
+        if value is not None:
+            setattr(settings, key, str(Path(value).resolve()) if isinstance(value, str) else value)
+    missing = [flag for flag, key in (("--model", "model_dir"), ("--structure", "structure"), ("--out", "output_dir"))
+               if not getattr(settings, key)]
+    if missing:
+        raise ConfigError(f"infer needs {', '.join(missing)} (or [process.infer] in --config)")
+    device = resolve_device(args.device or config.system.device)
+    dtype = Precision.resolve(config.system.precision, device).dtype
+    out = infer(settings.model_dir, settings.structure, settings.output_dir, settings.overlap_dir or None,
+                settings.max_edges_per_chunk, device, dtype)
+    print(f"predicted Hamiltonian written to {out}")
+    return EXIT_OK
+
+
+def _bands(args: argparse.Namespace) -> int:
+    from .bands import compute_bands, plot_bands  # matplotlib and the solvers: only for these two commands
+
+    out = Path(args.out or args.folder)
+    out.mkdir(parents=True, exist_ok=True)
+    result = compute_bands(DeepHStructure.read(args.folder), npoints=args.npoints, num_bands=args.num_bands,
+                           solver=args.solver, sigma=args.sigma, output_dir=out)
+    if args.plot:
+        plot_bands(result, out / "band.png")
+    print(f"{out / 'band.h5'}: band gap {result.band_gap:.4f} eV{' (metal)' if result.is_metal else ''}")
+    return EXIT_OK
+
+
+def _dos(args: argparse.Namespace) -> int:
+    from .bands import compute_dos, plot_dos
+
+    out = Path(args.out or args.folder)
+    out.mkdir(parents=True, exist_ok=True)
+    result = compute_dos(DeepHStructure.read(args.folder), kmesh=tuple(args.kmesh), method=args.method,
+                         width=args.width, output_dir=out)
+    if args.plot:
+        plot_dos(result, out / "dos.png")
+    print(f"{out / 'dos.h5'}: {result.method} DOS, Fermi level {result.fermi_energy_eV:.4f} eV")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m aiida_deeph.ml", description=__doc__.split("\n")[0],
+        epilog="exit statuses: 0 success, 1 unexpected error, 2 invalid command line, configuration or input, "
+               "3 non-finite loss (lower the learning rate, resume), 4 walltime reached (rerun with --resume), "
+               "5 corrupted dataset, checkpoint or model file")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("preprocess", help="structures → one dataset folder of cached graphs")
+    command.add_argument("sources", nargs="+", help="structure folders (DeepH, OpenMX, ABACUS) or folders of them")
+    command.add_argument("--out", required=True, help="dataset folder to write")
+    command.add_argument("--split", nargs=3, type=float, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
+    command.add_argument("--seed", type=int, default=0, help="seed of the split's shuffle")
+    command.add_argument("--workers", type=int, default=1, help="processes converting structures")
+    command.set_defaults(run=_preprocess)
+
+    command = commands.add_parser("train", help="train a model (torchrun for several processes)")
+    command.add_argument("config", help="TOML file")
+    command.add_argument("--resume", action="store_true", help="continue from checkpoints/latest.pt")
+    command.set_defaults(run=_train)
+
+    command = commands.add_parser("infer", help="predict H for a structure into a DeepH folder")
+    command.add_argument("--config", help="TOML file with [process.infer] (and [system])")
+    command.add_argument("--model", help="model folder (outputs/model)")
+    command.add_argument("--structure", help="POSCAR file")
+    command.add_argument("--overlap", help="DeepH folder with overlap.h5 whose pairs become the edges")
+    command.add_argument("--out", help="output folder")
+    command.add_argument("--max-edges-per-chunk", type=int, help="edges per forward pass (bounds memory)")
+    command.add_argument("--device", help="cpu, cuda or cuda:N (default: [system] device, else auto)")
+    command.set_defaults(run=_infer)
+
+    command = commands.add_parser("bands", help="band structure of a DeepH folder (band.h5)")
+    command.add_argument("folder")
+    command.add_argument("--out", help="output folder (default: the structure folder)")
+    command.add_argument("--npoints", type=int, default=100, help="k-points along the path")
+    command.add_argument("--num-bands", type=int, help="bands nearest --sigma (default: all with dense)")
+    command.add_argument("--solver", choices=("auto", "dense", "sparse"), default="auto")
+    command.add_argument("--sigma", type=float, help="eV, centre of the band window (default: Fermi level)")
+    command.add_argument("--plot", action="store_true", help="also write band.png")
+    command.set_defaults(run=_bands)
+
+    command = commands.add_parser("dos", help="density of states of a DeepH folder (dos.h5)")
+    command.add_argument("folder")
+    command.add_argument("--out", help="output folder (default: the structure folder)")
+    command.add_argument("--kmesh", nargs=3, type=int, default=(1, 1, 1))
+    command.add_argument("--width", type=float, default=0.1, help="eV, Gaussian broadening")
+    command.add_argument("--method", choices=("auto", "gaussian", "kpm"), default="auto")
+    command.add_argument("--plot", action="store_true", help="also write dos.png")
+    command.set_defaults(run=_dos)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits with 2 on a bad command line
+    try:
+        return args.run(args)
+    except CorruptedFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CORRUPTED
+    except (ConfigError, DatasetError, DeepHFormatError, InferenceError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

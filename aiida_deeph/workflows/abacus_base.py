@@ -1,0 +1,20 @@
+"""``deeph.abacus.base``: ``deeph.abacus`` under aiida-core's BaseRestartWorkChain, with protocols."""
+
+from __future__ import annotations
+
+from aiida_deeph.calculations.abacus import DeepHAbacusCalculation
+from aiida_deeph.workflows.lcao_base import LcaoBaseWorkChain
+
+
+class AbacusBaseWorkChain(LcaoBaseWorkChain):
+    """Run ``deeph.abacus`` until it succeeds (inputs in the ``abacus`` namespace).
+
+    Pseudopotentials come from an aiida-pseudo family of ``pseudo.upf`` files, orbitals from a
+    ``deeph.orbital.family`` of ``.orb`` files.
+    """
+
+    _process_class = DeepHAbacusCalculation
+    _namespace = "abacus"
+    _protocol_file = "abacus"
+    _scf_steps = ("scf_nmax", 100)
+    _mixing_weights = (("mixing_beta", 0.8),)

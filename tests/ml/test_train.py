@@ -1,0 +1,205 @@
+"""The training engine on real CP2K graphene: overfit, outputs, exact resume, NaN and walltime stops, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aiida_deeph.io import DeepHStructure
+from aiida_deeph.ml.checkpoint import CorruptedFileError, load_checkpoint, load_model
+from aiida_deeph.ml.config import config_from_dict
+from aiida_deeph.ml.dataset import GraphDataset, preprocess
+from aiida_deeph.ml.train import EXIT_NAN, EXIT_OK, EXIT_WALLTIME, WarmupPlateau, train
+
+from .test_dataset import perturbed
+
+torch.set_num_threads(1)
+
+TINY = {"model": "deeph2", "channels": 8, "num_blocks": 1, "num_heads": 2, "cutoff": 10.5, "num_radial": 8,
+        "radial_hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def graphene_dataset(cp2k_graphene, tmp_path_factory) -> Path:
+    """One real CP2K structure and three perturbed copies (1040 edges each); 2/1/1 split."""
+    root = tmp_path_factory.mktemp("graphene_sources")
+    real = cp2k_graphene(1)[0]
+    structure = DeepHStructure.read(real)
+    copies = [perturbed(structure, seed).write(root / f"copy_{seed}") for seed in range(3)]
+    return preprocess([real, *copies], tmp_path_factory.mktemp("graphene") / "dataset", (0.5, 0.25, 0.25), seed=1)
+
+
+def make_config(dataset: Path, out: Path, model: dict = TINY, **train):
+    values = {"system": {"device": "cpu", "seed": 5, "num_threads": 1},
+              "data": {"dataset_dir": str(dataset), "outputs_dir": str(out), "edges_per_batch": 1100},
+              "model": model,
+              "process": {"train": {"max_epochs": 4, "learning_rate": 3e-3, "progress": False, **train}}}
+    return config_from_dict(values)
+
+
+def test_overfit_one_real_structure(cp2k_graphene, tmp_path):
+    """DeepH-2 memorises one real CP2K 2×2 graphene cell (8 C, SZV, 1040 blocks up to 10.4 Å).
+
+    Honest threshold: in 400 epochs (≈ 50–60 s on an idle 2-core box, 0.12–0.15 s per epoch with the check on
+    the training structure; 2–3× that on a busy one) this small DeepH-2 reaches ≈ 5 meV MAE (from ≈ 475 meV at
+    epoch 1), not the 0.1 meV asked for; after 1000 epochs ≈ 4 meV.
+    The error sits in the large on-site / nearest-neighbour blocks (eV-sized, ~10–70 meV off) and in the ~0
+    blocks beyond 6 Å (~1–3 meV off). See the report for the model-layer changes that would help.
+    """
+    dataset = preprocess(cp2k_graphene(1), tmp_path / "dataset", (1.0, 0.0, 0.0))
+    model = {"model": "deeph2", "channels": 16, "num_blocks": 2, "num_heads": 2, "cutoff": 10.5, "num_radial": 16,
+             "radial_hidden": 32}
+    config = make_config(dataset, tmp_path / "run", model, max_epochs=400, learning_rate=5e-3, plateau_patience=20,
+                         checkpoint_every=100)
+    start = time.monotonic()
+    result = train(config)
+    elapsed = time.monotonic() - start
+    assert result.exit_code == EXIT_OK
+    curve = np.genfromtxt(tmp_path / "run" / "curve.csv", delimiter=",", names=True)
+    first, best = curve["val_mae_meV"][0], result.metrics["best"]["val"]["mae_meV"]
+    print(f"overfit: MAE {first:.1f} → {best:.3f} meV in {len(curve)} epochs, {elapsed:.0f} s")
+    assert best < 8.0 and best < first / 50
+
+
+def test_outputs_and_exported_model(graphene_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = train(make_config(graphene_dataset, out, ema_decay=0.9, warmup_steps=3))
+    assert result.status == "completed" and result.exit_code == EXIT_OK
+    for name in ("config.json", "dataset_split.json", "log", "curve.csv", "metrics.json", "checkpoints/latest.pt",
+                 "checkpoints/best.pt", "model/config.json", "model/weights.pt", "model/basis.json",
+                 "model/metrics.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epoch"] == 4 and metrics["step"] == 8  # 2 batches/epoch
+    assert math.isfinite(metrics["test"]["mae_meV"]) and metrics["best_epoch"] in range(1, 5)
+    assert len((out / "log").read_text().splitlines()) >= 5
+    split = json.loads((out / "dataset_split.json").read_text())
+    assert len(split["train"]) == 2 and len(split["val"]) == len(split["test"]) == 1
+    assert json.loads((out / "model" / "basis.json").read_text())["elements_orbital_map"] == {"C": [0, 1]}
+
+    # the model folder holds the best epoch's EMA weights and reproduces the test metric
+    model = load_model(out / "model")
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best["ema"].items())
+    dataset = GraphDataset(graphene_dataset)
+    graph = dataset[dataset.split("test")[0]]
+    with torch.no_grad():
+        error = (model(graph) - graph.target)[graph.mask].abs().mean().item() * 1000
+    assert error == pytest.approx(metrics["test"]["mae_meV"], rel=1e-5)
+
+
+def test_exact_resume(graphene_dataset, tmp_path):
+    """3 epochs, stop (max_epochs), resume to 6: the same weights, optimiser, EMA and curve as 6 in one go."""
+    settings = {"ema_decay": 0.8, "warmup_steps": 4, "plateau_patience": 0, "plateau_threshold": 0.5}
+    assert train(make_config(graphene_dataset, tmp_path / "full", max_epochs=6, **settings)).exit_code == EXIT_OK
+    assert train(make_config(graphene_dataset, tmp_path / "split", max_epochs=3, **settings)).exit_code == EXIT_OK
+    resumed = train(make_config(graphene_dataset, tmp_path / "split", max_epochs=6, resume=True, **settings))
+    assert resumed.exit_code == EXIT_OK and resumed.metrics["epoch"] == 6
+    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
+    assert full["scheduler"]["scale"] < 1  # the plateau rule did reduce the learning rate on the way
+    for key in ("model", "ema"):
+        assert all(torch.equal(full[key][name], split[key][name]) for name in full[key]), key
+    for state_full, state_split in zip(full["optimizer"]["state"].values(), split["optimizer"]["state"].values()):
+        assert all(torch.equal(state_full[k], state_split[k]) for k in state_full)
+    assert full["scheduler"] == split["scheduler"]
+    columns = ["train_loss", "val_loss", "lr"]
+    curves = [np.genfromtxt(tmp_path / run / "curve.csv", delimiter=",", names=True) for run in ("full", "split")]
+    assert all(np.array_equal(curves[0][c], curves[1][c]) for c in columns) and len(curves[1]) == 6
+
+
+def test_nan_stops_with_its_own_exit_status(cp2k_graphene, tmp_path):
+    """A poisoned target makes the loss NaN: the CLI exits with 3 and metrics.json says so."""
+    structure = DeepHStructure.read(cp2k_graphene(1)[0])
+    structure.hamiltonian.entries[5] = np.nan
+    dataset = preprocess([structure.write(tmp_path / "poisoned")], tmp_path / "dataset", (1.0, 0.0, 0.0))
+    config = tmp_path / "train.toml"
+    config.write_text(f"""
+[system]
+device = "cpu"
+num_threads = 1
+[data]
+dataset_dir = "{dataset}"
+outputs_dir = "run"
+[model]
+model = "deeph2"
+channels = 8
+num_blocks = 1
+[process.train]
+max_epochs = 3
+""")
+    process = subprocess.run([sys.executable, "-m", "aiida_deeph.ml", "train", str(config)], capture_output=True,
+                             text=True, timeout=300)
+    assert process.returncode == EXIT_NAN, process.stderr
+    assert "non-finite" in process.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "nan"
+
+
+def test_huge_learning_rate_stops_on_nan(graphene_dataset, tmp_path):
+    result = train(make_config(graphene_dataset, tmp_path / "run", learning_rate=1e12, grad_clip=0.0, max_epochs=30))
+    assert (result.status, result.exit_code) == ("nan", EXIT_NAN)
+
+
+def test_walltime_stop_then_resume(graphene_dataset, tmp_path):
+    result = train(make_config(graphene_dataset, tmp_path / "run", walltime_s=1e-3))
+    assert (result.status, result.exit_code, result.metrics["epoch"]) == ("walltime", EXIT_WALLTIME, 1)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["epoch"] == 1
+    resumed = train(make_config(graphene_dataset, tmp_path / "run", resume=True))
+    assert (resumed.status, resumed.metrics["epoch"]) == ("completed", 4)
+    assert len(np.genfromtxt(tmp_path / "run" / "curve.csv", delimiter=",", names=True)) == 4
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp64"])
+def test_other_precisions_run_on_cpu(graphene_dataset, tmp_path, precision):
+    """The bf16 autocast path of GPUs must also run (slowly) on a CPU, so that it is tested here."""
+    config = make_config(graphene_dataset, tmp_path / "run", max_epochs=1)
+    config.system.precision = precision
+    result = train(config)
+    assert result.exit_code == EXIT_OK and math.isfinite(result.metrics["best"]["val"]["mae_meV"])
+
+
+def test_checkpoints_load_weights_only_and_detect_tampering(graphene_dataset, tmp_path):
+    train(make_config(graphene_dataset, tmp_path / "run", max_epochs=1))
+    path = tmp_path / "run" / "checkpoints" / "latest.pt"
+    raw = torch.load(path, weights_only=True)  # plain tensors, lists and numbers only
+    assert set(raw) >= {"epoch", "step", "model", "optimizer", "scheduler", "ema", "rng", "metrics", "digest"}
+    assert isinstance(raw["rng"]["torch"], torch.Tensor) and isinstance(raw["rng"]["python"], list)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # a tensor byte: torch.load itself does not notice
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptedFileError, match="sha256"):
+        load_checkpoint(path)
+    path.write_bytes(bytes(data[:1000]))
+    with pytest.raises(CorruptedFileError, match="truncated or corrupted"):
+        load_checkpoint(path)
+    weights = tmp_path / "run" / "model" / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptedFileError, match="sha256"):
+        load_model(tmp_path / "run" / "model")
+
+
+def test_warmup_then_plateau():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupPlateau(optimizer, 1.0, warmup_steps=4, factor=0.5, patience=1, threshold=0.1, cooldown=1,
+                             min_lr=0.2)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(4):
+        schedule.step_epoch(1.0)  # ignored during the warm-up
+        schedule.step_batch()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == [0.25, 0.5, 0.75, 1.0, 1.0]
+    for loss in (1.0, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95):
+        schedule.step_epoch(loss)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    # best 1.0; 0.95 is not 10 % better: 2 bad epochs → 0.5, cooldown 1, 2 more → 0.25, then the floor 0.2
+    assert lrs[5:] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.2]
