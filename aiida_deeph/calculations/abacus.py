@@ -10,6 +10,7 @@ from aiida_deeph.io.units import ABACUS_BOHR_TO_ANGSTROM
 
 SUFFIX = "ABACUS"
 OUT_DIR = f"OUT.{SUFFIX}"
+RESTART_DIR = "restart"  # the parent's charge density (OUT.<suffix>/SPIN*_CHG.cube) is copied here
 # The STRU lattice constant is 1 Å in ABACUS's own Bohr, so vectors and positions are written in Å.
 ANGSTROM_IN_BOHR = 1 / ABACUS_BOHR_TO_ANGSTROM
 # (remote path, local folder, depth): depth 2 keeps the OUT.ABACUS/ prefix the readers expect.
@@ -28,6 +29,9 @@ CONTROLLED = {
     "orbital_dir": _FILES,
     "latname": "the cell is written as LATTICE_VECTORS",
     "kspacing": "the mesh comes from `kpoints`",
+    "out_chg": "always 1: the charge density is what a restart starts from",
+    "init_chg": "`file` when `parent_folder` is given",
+    "read_file_dir": "the parent's output folder when `parent_folder` is given",
     "gamma_only": "the k-points come from `kpoints` (use a 1×1×1 mesh)",
     "out_mat_hs2": "always 1: the parser converts the HR/SR files",
 }  # ABACUS keywords are lower-case identifiers: already in normalized form
@@ -46,9 +50,13 @@ class DeepHAbacusCalculation(LcaoCalculation):
     _code = "abacus"
     _pseudo_type = UpfData
     _controlled = CONTROLLED
+    _restart_copies = ((f"{OUT_DIR}/SPIN*_CHG.cube", RESTART_DIR),)
 
     def _retrieve_list(self) -> list:
         return [LOGS]
+
+    def _prepare_restart(self, folder) -> None:
+        folder.get_subfolder(RESTART_DIR, create=True)  # the charge files are copied into it
 
     def _matrix_files(self) -> list:
         return OVERLAP_MATRICES if self.overlap_only else SCF_MATRICES
@@ -64,7 +72,8 @@ class DeepHAbacusCalculation(LcaoCalculation):
             "basis_type": "lcao",
             "pseudo_dir": "./",
             "orbital_dir": "./",
-            **({} if self.overlap_only else {"out_mat_hs2": 1}),
+            **({} if self.overlap_only else {"out_mat_hs2": 1, "out_chg": 1}),  # the charge density for restarts
+            **({"init_chg": "file", "read_file_dir": RESTART_DIR} if self.restarting else {}),
             **self.parameters,
         }
         lines = [f"{key:<24} {format_value(value, '1', '0')}" for key, value in written.items()]

@@ -158,6 +158,7 @@ class LcaoCalculation(CalcJob):
     _code = "lcao"  # keyword list, parser and entry-point name: deeph.<code>
     _pseudo_type: type[PseudoPotentialData] = PseudoPotentialData
     _controlled: Mapping[str, str] = {}  # normalized keyword → why the plugin sets it
+    _restart_copies: tuple[tuple[str, str], ...] = ()  # (path in the parent, target): its charge density
     _stdout = "aiida.std"
 
     @classmethod
@@ -174,6 +175,9 @@ class LcaoCalculation(CalcJob):
                              help="Numerical atomic-orbital basis file (OrbitalData) per element symbol.")
         spec.input("settings", valid_type=orm.Dict, required=False,
                    help="; ".join(f"{key}: {text}" for key, text in SETTINGS.items()))
+        spec.input("parent_folder", valid_type=orm.RemoteData, required=False,
+                   help="Remote folder of an earlier run of the same structure: the SCF starts from its charge "
+                        "density (copied, so the parent stays as it was).")
         spec.input("metadata.options.parser_name", valid_type=str, default=f"deeph.{cls._code}", non_db=True)
         spec.input("metadata.options.output_filename", valid_type=str, default=cls._stdout, non_db=True)
         spec.inputs.validator = cls.validate_inputs
@@ -256,7 +260,20 @@ class LcaoCalculation(CalcJob):
                                   *settings.get("additional_retrieve_list", [])]
         # The matrix files are large: converted by the parser from a temporary retrieve and never stored as such.
         calcinfo.retrieve_temporary_list = [] if settings.get("keep_matrices_remote") else self._matrix_files()
+        if self.restarting:
+            self._prepare_restart(folder)
+            parent = self.inputs.parent_folder
+            calcinfo.remote_copy_list = [(parent.computer.uuid, f"{parent.get_remote_path()}/{source}", target)
+                                         for source, target in self._restart_copies]
         return calcinfo
+
+    def _prepare_restart(self, folder: Folder) -> None:
+        """Make what the copies of the parent's charge density need (a subclass hook)."""
+
+    @property
+    def restarting(self) -> bool:
+        """Whether this run starts from a parent's charge density."""
+        return "parent_folder" in self.inputs
 
     def _input_files(self) -> dict[str, str]:
         """Input file name → content."""

@@ -24,6 +24,7 @@ CONTROLLED = {
         (("System.CurrentDirectory", "System.CurrrentDirectory"), "the run writes to its working directory"),
         (("DATA.PATH",), f"the `pseudos` and `orbitals` files are staged in {DATA_DIR}/"),
         (("HS.fileout",), "always on: the parser converts the .scfout"),
+        (("scf.restart",), "on when `parent_folder` is given (restart from its charge density)"),
         (("Species.Number", "Definition.of.Atomic.Species"), "written from `pseudos` and `orbitals`"),
         (("Atoms.Number", "Atoms.SpeciesAndCoordinates.Unit", "Atoms.SpeciesAndCoordinates", "Atoms.UnitVectors.Unit",
           "Atoms.UnitVectors"), "written from `structure`"),
@@ -65,6 +66,7 @@ class DeepHOpenmxCalculation(LcaoCalculation):
     _code = "openmx"
     _pseudo_type = VpsData
     _controlled = CONTROLLED
+    _restart_copies = ((f"{SYSTEM_NAME}_rst", f"{SYSTEM_NAME}_rst"),)  # OpenMX's charge density of each SCF step
     _input = f"{SYSTEM_NAME}.dat"
 
     @classmethod
@@ -103,6 +105,7 @@ class DeepHOpenmxCalculation(LcaoCalculation):
             f"System.Name                         {SYSTEM_NAME}",
             f"DATA.PATH                           ./{DATA_DIR}",
             "HS.fileout                          on",
+            *(["scf.restart                         on"] if self.restarting else []),
             f"scf.Kgrid                           {' '.join(str(int(n)) for n in mesh)}",
             *keyword_lines(self.parameters),
             *self._species_block(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from aiida import orm
+
 from aiida_deeph.calculations.abacus import DeepHAbacusCalculation
 from aiida_deeph.workflows.lcao_base import LcaoBaseWorkChain
 
@@ -18,3 +20,8 @@ class AbacusBaseWorkChain(LcaoBaseWorkChain):
     _protocol_file = "abacus"
     _scf_steps = ("scf_nmax", 100)
     _mixing_weights = (("mixing_beta", 0.8),)
+
+    def _fewer_k_groups(self) -> None:
+        """One k-point group: every process holds a share of one k-point's matrices instead of whole k-points."""
+        parameters = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
+        self.ctx.inputs.parameters = orm.Dict({**parameters, "kpar": 1})

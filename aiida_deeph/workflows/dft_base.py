@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, while_
+from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, process_handler, while_
 
 from aiida_deeph.workflows.protocols import ProtocolMixin
 
@@ -53,6 +53,30 @@ class DftBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         kpoints.set_cell_from_structure(self.ctx.inputs.structure)
         kpoints.set_kpoints_mesh_from_density(self.inputs.kpoints_distance.value, force_parity=False)
         self.ctx.inputs.kpoints = kpoints
+
+    def _fewer_k_groups(self) -> None:
+        """Lower the code's k-point parallelism (less memory per process); a subclass hook."""
+
+    @process_handler(priority=300, exit_codes=[CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_MEMORY])
+    def handle_out_of_memory(self, node):
+        """Twice the nodes, and less k-point parallelism where the code has it."""
+        options = dict(self.ctx.inputs.metadata.get("options", {}))
+        resources = dict(options.get("resources", {}))
+        resources["num_machines"] = 2 * int(resources.get("num_machines", 1))
+        options["resources"] = resources
+        self.ctx.inputs.metadata["options"] = options
+        self._fewer_k_groups()
+        self.report(f"{node.process_label}<{node.pk}>: out of memory; restarting on {resources['num_machines']} nodes")
+        return ProcessHandlerReport(do_break=True)
+
+    @process_handler(priority=0)
+    def handle_unknown_failure(self, node):
+        """A failure no handler knows: stop, saying which, rather than rerun blindly."""
+        if node.is_finished_ok:
+            return None
+        self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status} "
+                    f"({node.exit_message}), which no handler knows how to fix: stopping")
+        return ProcessHandlerReport(do_break=True, exit_code=self.exit_codes.ERROR_UNRECOVERABLE_FAILURE)
 
     def more_walltime(self) -> int:
         """Raise the next run's wall time by WALLTIME_FACTOR; returns the new limit in seconds."""

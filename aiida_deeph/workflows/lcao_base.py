@@ -93,7 +93,7 @@ class LcaoBaseWorkChain(DftBaseWorkChain):
 
     @process_handler(priority=500, exit_codes=[LcaoCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED])
     def handle_scf_not_converged(self, node):
-        """Rerun with twice the SCF steps and half the mixing weights (at least MIN_MIXING_WEIGHT)."""
+        """Rerun from the failed run's charge density with twice the SCF steps and half the mixing weights."""
         parameters = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
         name, default = self._scf_steps
         key = _keyword(parameters, name)
@@ -102,8 +102,12 @@ class LcaoBaseWorkChain(DftBaseWorkChain):
             key = _keyword(parameters, name)
             update[key] = max(MIN_MIXING_WEIGHT, MIXING_DAMPING * float(parameters.get(key, default)))
         self.ctx.inputs.parameters = orm.Dict({**parameters, **update})
+        restart = "remote_folder" in node.outputs
+        if restart:
+            self.ctx.inputs.parent_folder = node.outputs.remote_folder
         self.report(f"{node.process_label}<{node.pk}>: SCF not converged; restarting with "
-                    + ", ".join(f"{key} {value:g}" for key, value in update.items()))
+                    + ", ".join(f"{key} {value:g}" for key, value in update.items())
+                    + (" from its charge density" if restart else ""))
         return ProcessHandlerReport(do_break=True)
 
     @process_handler(priority=510, exit_codes=[LcaoCalculation.exit_codes.ERROR_OUT_OF_WALLTIME])

@@ -220,3 +220,14 @@ def test_inputs_refused(aiida_profile, aiida_code_installed, mos2_dir, tmp_path)
     for symbol, x in (("S", 0.0), ("Mo", 1.5), ("S", 3.0)):
         ungrouped.append_atom(position=(x, 0.0, 8.0), symbols=symbol)
     _refused({**inputs, "structure": ungrouped}, r"grouped by element.*S Mo S")
+
+
+def test_restart_from_parent_charge_density(aiida_profile, aiida_code_installed, mos2_dir, tmp_path):
+    code = aiida_code_installed()
+    parent = orm.RemoteData(remote_path="/scratch/parent", computer=code.computer).store()
+    inputs = {**mos2_inputs(mos2_dir, code), "parent_folder": parent}
+    calcinfo = prepare(DeepHAbacusCalculation, inputs, tmp_path)
+    written = read_input(tmp_path / "INPUT")
+    assert (written["init_chg"], written["read_file_dir"], written["out_chg"]) == ("file", "restart", "1")
+    assert calcinfo.remote_copy_list == [(code.computer.uuid, "/scratch/parent/OUT.ABACUS/SPIN*_CHG.cube", "restart")]
+    assert (tmp_path / "restart").is_dir()

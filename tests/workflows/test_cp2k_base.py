@@ -125,3 +125,18 @@ def test_scf_handler_without_wavefunction_starts_fresh(aiida_profile, cp2k_code)
     scf = process.ctx.inputs.parameters["FORCE_EVAL"]["DFT"]["SCF"]
     assert scf["MAX_SCF"] == 200 and abs(scf["MIXING"]["ALPHA"] - 0.21) < 1e-12
     assert "parent_calc_folder" not in process.ctx.inputs and "SCF_GUESS" not in scf
+
+
+def test_out_of_memory_handler_doubles_the_nodes(aiida_profile, cp2k_code):
+    from aiida.engine import CalcJob
+
+    process = _workchain(cp2k_code)
+    process.handle_out_of_memory(_failed_calculation(CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_MEMORY))
+    assert process.ctx.inputs.metadata["options"]["resources"]["num_machines"] == 2
+
+
+def test_unknown_failure_stops_with_a_report(aiida_profile, cp2k_code):
+    process = _workchain(cp2k_code)
+    exit_code = Cp2kBaseWorkChain._process_class.exit_codes.ERROR_MATRICES_MISSING
+    report = process.handle_unknown_failure(_failed_calculation(exit_code))
+    assert report.do_break and report.exit_code.status == Cp2kBaseWorkChain.exit_codes.ERROR_UNRECOVERABLE_FAILURE.status
