@@ -231,3 +231,11 @@ def test_restart_from_parent_charge_density(aiida_profile, aiida_code_installed,
     assert (written["init_chg"], written["read_file_dir"], written["out_chg"]) == ("file", "restart", "1")
     assert calcinfo.remote_copy_list == [(code.computer.uuid, "/scratch/parent/OUT.ABACUS/SPIN*_CHG.cube", "restart")]
     assert (tmp_path / "restart").is_dir()
+
+
+def test_replay_v36_log_without_matrices(aiida_profile, replay_code, mos2_dir, dft_fixtures):
+    """The ABACUS 3.6 fixture kept only its log: read through the real parser, the matrices are reported missing."""
+    log = dft_fixtures / "abacus" / "MoS2_v3.6_deeptb_logonly" / "OUT.ABACUS" / "running_scf.log"
+    code = replay_code({"OUT.ABACUS/running_scf.log": log}, expect=EXPECT)
+    results, node = run_get_node(DeepHAbacusCalculation, **mos2_inputs(mos2_dir, code))
+    assert node.exit_status == DeepHAbacusCalculation.exit_codes.ERROR_MATRICES_MISSING.status, node.exit_message

@@ -279,3 +279,12 @@ def test_inputs_refused(aiida_profile, aiida_code_installed, fe_dir, dft_fixture
     upf = dft_fixtures / "abacus" / "MoS2_v3.10_deeph_dock" / "pseudo" / "S_ONCV_PBE-1.0.upf"
     with pytest.raises(ValueError, match="valid type|VpsData"):
         run_get_node(DeepHOpenmxCalculation, **{**inputs, "pseudos": {"Fe": UpfData(upf)}})
+
+
+def test_replay_text_only_mote2_run(aiida_profile, replay_code, fe_dir, tmp_path, dft_fixtures):
+    """The MoTe2 fixture kept only its text outputs (no .scfout): the parser reads them and says the matrices are
+    missing, the exit code a WorkChain reports rather than retries."""
+    mote2 = dft_fixtures / "openmx" / "MoTe2_deeph_dock_textonly"
+    code = replay_code({"aiida.std": mote2 / "openmx.std", "aiida.out": mote2 / "openmx.out"}, expect=EXPECT)
+    results, node = run_get_node(DeepHOpenmxCalculation, **fe_inputs(fe_dir, tmp_path, code))
+    assert node.exit_status == DeepHOpenmxCalculation.exit_codes.ERROR_MATRICES_MISSING.status, node.exit_message
