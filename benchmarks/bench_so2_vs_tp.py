@@ -26,7 +26,7 @@ def run_one(method: str, lmax: int, edges: int, nodes: int, channels: int, threa
     import torch
     from e3nn import o3
 
-    from aiida_deeph.ml.models.layers import RadialMLP
+    from aiida_deeph.ml.models.layers import MLP
     from aiida_deeph.ml.models.so2 import SO2Convolution
     from aiida_deeph.ml.wigner import edge_wigner, rotate_from_edge_frame, rotate_to_edge_frame
 
@@ -63,7 +63,7 @@ def run_one(method: str, lmax: int, edges: int, nodes: int, channels: int, threa
         tp = o3.TensorProduct(irreps, sh_irreps, o3.Irreps(mid), instructions, shared_weights=False,
                               internal_weights=False)
         linear = o3.Linear(o3.Irreps(mid), irreps)
-        mlp = RadialMLP([RADIAL_BASIS, 64, tp.weight_numel])
+        mlp = MLP([RADIAL_BASIS, 64, tp.weight_numel])
         sh = o3.spherical_harmonics(sh_irreps, vectors, normalize=True)
         # e3nn wants irreps-major flat features: (N, Σ mul·(2l+1)) in channel-major blocks per l
         def to_flat(features: torch.Tensor) -> torch.Tensor:
