@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start (or stop) the services of a production-like AiiDA setup on this machine, without systemd:
-# PostgreSQL 15, RabbitMQ and a single-node SLURM (munge, slurmctld, slurmd). Root required (Debian/Ubuntu).
+# PostgreSQL 15, RabbitMQ and a single-node test SLURM (munge, slurmctld, slurmd; restarted with an empty queue).
+# Root required (Debian/Ubuntu).
 #   bash scripts/services.sh start    # idempotent: installs what is missing, starts what is not running
 #   bash scripts/services.sh stop
 set -euo pipefail
@@ -37,11 +38,15 @@ start() {
     install -d -o munge -g munge -m 0755 /run/munge
     runuser -u munge -- /usr/sbin/munged
   fi
-  if ! pgrep -x slurmctld >/dev/null; then
-    local host mem
-    host=$(hostname -s); mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
-    install -d -m 0755 /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-    cat > /etc/slurm/slurm.conf <<CONF
+  # SLURM is always (re)started with a config read off this machine, so a stale one never survives.
+  pkill -x slurmd 2>/dev/null || true
+  pkill -x slurmctld 2>/dev/null || true
+  for _ in $(seq 20); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+  local host mem cpus
+  host=$(hostname -s); mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
+  cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc: it honours OMP_NUM_THREADS, which the test scripts set to 1
+  install -d -m 0755 /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+  cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=deeph
 SlurmctldHost=$host
 SlurmUser=root
@@ -64,12 +69,11 @@ MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
 MinJobAge=300
-NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
-    /usr/sbin/slurmctld
-  fi
-  pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
+  /usr/sbin/slurmctld -c  # -c: a test cluster starts with an empty queue (no jobs left from an earlier run)
+  /usr/sbin/slurmd
   for _ in $(seq 30); do sinfo -h -o %T | grep -qE '^(idle|mixed|allocated)' && break; sleep 1; done
   echo "[services] PostgreSQL, RabbitMQ and SLURM ($(sinfo -h -o '%N %T')) are up"
 }
