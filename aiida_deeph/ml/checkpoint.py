@@ -3,7 +3,7 @@
 * ``checkpoints/latest.pt`` and ``checkpoints/best.pt``: one dict of plain values and tensors — ``epoch``, ``step``,
   ``model``, ``optimizer``, ``scheduler`` and ``ema`` state dicts, ``rng`` (python, numpy and torch states as
   lists and tensors, so that no pickled object is needed), ``metrics`` — plus ``digest``.
-* A model folder: ``config.json`` (``{"model": <build_model config>, "weights_digest": ...}``), ``weights.pt``
+* A model folder (the ``state_dict`` holds the head's target normalisation buffers too): ``config.json`` (``{"model": <build_model config>, "weights_digest": ...}``), ``weights.pt``
   (the ``state_dict``), ``basis.json`` (``elements_orbital_map``, ``spinful`` and the ``pair_cutoffs`` in Å that
   inference uses to find atom pairs without an overlap) and ``metrics.json``.
 
@@ -164,5 +164,10 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
         raise CorruptedFileError(f"{directory / 'weights.pt'}: content does not match its sha256 in config.json")
     with default_dtype(dtype):
         model = build_model(model_config, basis)
-    model.load_state_dict(weights)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # folders from before the target normalisation lack its buffers: their defaults are the identity
+    missing = [key for key in missing if not key.startswith("head.normalization.")]
+    if missing or unexpected:
+        raise RuntimeError(f"{directory / 'weights.pt'}: weights do not fit the model (missing {missing}, "
+                           f"unexpected {unexpected})")
     return model.to(device).eval()

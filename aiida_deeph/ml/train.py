@@ -1,5 +1,9 @@
 """The training engine: masked losses on H blocks, AdamW, warm-up + plateau schedule, EMA, checkpoints, torchrun.
 
+Before the first epoch the model head's target normalisation (per pair type, on-/off-site and output irrep: shift,
+scale and distance decay, :func:`.wigner_eckart.fit_output_normalization`) is fitted to the training targets; it
+is part of the ``state_dict``, so checkpoints and the exported model carry it.
+
 One optimiser step is one batch of structures (an edge budget, :mod:`.dataset`); the loss is the sum over the
 masked H entries of the batch divided by their count (MSE, MAE or Huber, eV). Under ``torchrun`` every rank
 takes its share of each batch and the gradients of the per-rank sums over the *global* count are all-reduced
@@ -50,6 +54,7 @@ from .config import Config, ConfigError, Precision, default_dtype, resolve_devic
 from .dataset import DatasetError, GraphDataset
 from .graph import CrystalGraph
 from .models import build_model
+from .wigner_eckart import fit_output_normalization
 
 EXIT_OK, EXIT_NAN, EXIT_WALLTIME = 0, 3, 4
 CURVE_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_mae_meV", "train_rmse_meV", "val_loss", "val_mae_meV",
@@ -256,6 +261,9 @@ class Trainer:
             raise DatasetError(f"{config.data.dataset_dir}: the training split is empty")
         with default_dtype(self.precision.dtype):
             self.model = build_model(config.model, self.dataset.basis).to(self.device)
+        resuming = train.resume and (Path(config.data.outputs_dir) / "checkpoints" / "latest.pt").is_file()
+        if processes.rank == 0 and not resuming:  # a resume restores them with the weights
+            fit_output_normalization(self.model.head, lambda: (self.dataset[i] for i in self.train_set))
         if processes.world_size > 1:  # identical starting weights on every rank, whatever each RNG did
             for tensor in self.model.state_dict().values():
                 dist.broadcast(tensor, 0)

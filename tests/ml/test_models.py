@@ -42,16 +42,30 @@ def float64():
     torch.set_default_dtype(previous)
 
 
+def randomize_normalization(model):
+    """Non-trivial target normalisation (random shifts on 0e, scales and decays): the symmetry tests cover it."""
+    norm = model.head.normalization
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        norm.shift.copy_(torch.randn(norm.shift.shape, generator=generator) * norm.invariant)
+        norm.scale.copy_(0.5 + torch.rand(norm.scale.shape[:2] + (norm.num_instances,), generator=generator)
+                         [..., norm.instance])
+        decay = torch.rand(norm.decay.shape[0], norm.num_instances, 4, generator=generator)
+        decay[..., 1:3] *= -1  # non-increasing
+        norm.decay.copy_(decay[:, norm.instance])
+    return model
+
+
 @pytest.fixture(scope="module", params=list(SMALL))
 def model(request):
     torch.manual_seed(0)
-    return build_model(SMALL[request.param], OrbitalBasis(SHELLS)).eval()
+    return randomize_normalization(build_model(SMALL[request.param], OrbitalBasis(SHELLS)).eval())
 
 
 @pytest.fixture(scope="module", params=list(SMALL))
 def spinful_model(request):
     torch.manual_seed(0)
-    return build_model(SMALL[request.param], OrbitalBasis(SHELLS, spinful=True)).eval()
+    return randomize_normalization(build_model(SMALL[request.param], OrbitalBasis(SHELLS, spinful=True)).eval())
 
 
 def graph(basis: OrbitalBasis, rotation=np.eye(3), shift=np.zeros(3), pairs=PAIRS, positions=POSITIONS):
@@ -89,7 +103,7 @@ def test_rotation_equivariance(model):
 def test_improper_rotations_with_parity():
     """DeepH-E3 tracks parity: inversion and a rotoinversion act with (−1)^l per shell. (DeepH-2 is SO(3) only.)"""
     torch.manual_seed(0)
-    model = build_model(SMALL["deephe3"], OrbitalBasis(SHELLS)).eval()
+    model = randomize_normalization(build_model(SMALL["deephe3"], OrbitalBasis(SHELLS)).eval())
     blocks = model(graph(model.basis))
     for rotation in (-np.eye(3), -random_rotation(3)):
         expected = rotated_blocks(blocks, graph(model.basis), model.basis, rotation)

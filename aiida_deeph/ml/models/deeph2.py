@@ -13,10 +13,12 @@ Each block, pre-norm transformer style:
 2. multi-head attention of atom i over its neighbours, logits from the m = 0 (rotation-invariant) components of the
    edge-frame message; values rotated back and summed; then a gated feed-forward on the nodes;
 3. edge update: the second half of the convolution for off-site edges; on-site edges (i, i, 0), which have no
-   frame, mix [x_i, e_ii] per l; then a gated feed-forward on the edges.
+   frame, mix [x_i, e_ii] per l, x_i taken after this block's messages (so that the on-site blocks see the
+   atom's environment from the first block on); then a gated feed-forward on the edges.
 
 Parity is not tracked (SO(3) only, as DeepH-2's ``consider_parity = false``): the head reads output irreps by l.
-The readout + Wigner–Eckart head (:mod:`aiida_deeph.ml.wigner_eckart`) turn final edge features into blocks.
+The readout + Wigner–Eckart head (:mod:`aiida_deeph.ml.wigner_eckart`) turn final edge features into blocks, through
+the head's target normalisation (per pair type, site and irrep; fitted to the training targets by the trainer).
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ class ELCTBlock(nn.Module):
         message, edge_update = rotate_from_edge_frame(local, geo.wigner).chunk(2, -1)
         message = (message.unflatten(-1, (self.num_heads, -1)) * weights[:, None, :, None]).flatten(-2)
         x = x + self.node_out(torch.zeros_like(x).index_add(0, geo.center, message.to(x.dtype)))
-        x = x + self.ffn_node(self.norm_node_ffn(x))
-        onsite_update = self.onsite(torch.cat([xn[geo.onsite_atom], en[geo.onsite]], -1))
+        xm = self.norm_node_ffn(x)
+        x = x + self.ffn_node(xm)
+        # on-site edges read the atom *after* this block's messages: its environment, already in the first block
+        onsite_update = self.onsite(torch.cat([xm[geo.onsite_atom], en[geo.onsite]], -1))
         e = e.index_add(0, geo.offsite, edge_update.to(e.dtype)).index_add(0, geo.onsite, onsite_update.to(e.dtype))
         e = e + self.ffn_edge(self.norm_edge_ffn(e))
         return x, e
@@ -167,4 +171,4 @@ class DeepH2(nn.Module):
         x, e = self.embed(graph)
         for block in self.blocks:
             x, e = block(x, e, geo)
-        return self.head(self.readout(self.norm_out(e)), graph.pair_type, graph.reverse)
+        return self.head.blocks(self.readout(self.norm_out(e)), graph)

@@ -148,4 +148,4 @@ class DeepHE3(nn.Module):
         e = self.edge_embedding(radial) + self.pair_embedding(graph.pair_type)
         for block in self.blocks:
             x, e = block(x, e, graph, sh, radial, species, pairs, degree.rsqrt())
-        return self.head(self.readout(e), graph.pair_type, graph.reverse)
+        return self.head.blocks(self.readout(e), graph)
