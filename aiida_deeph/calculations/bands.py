@@ -8,16 +8,16 @@ from aiida_deeph.data.hamiltonian import HamiltonianData
 
 from .ml_base import MLCalculation, copy_folder_node
 
-STRUCTURE, BANDS = "structure", "bands"
+STRUCTURE, BANDS, REFERENCE = "structure", "bands", "reference"
 BAND_OPTIONS = ("npoints", "num_bands", "solver", "sigma")
 DOS_OPTIONS = ("width", "method")
 
 
 def validate_parameters(parameters: orm.Dict, _ctx) -> str | None:
-    unknown = set(parameters.get_dict()) - {*BAND_OPTIONS, *DOS_OPTIONS, "kmesh", "dos"}
+    valid = {*BAND_OPTIONS, *DOS_OPTIONS, "kmesh", "dos", "window"}
+    unknown = set(parameters.get_dict()) - valid
     if unknown:
-        return (f"unknown parameters {', '.join(sorted(unknown))}; valid: "
-                f"{', '.join(sorted({*BAND_OPTIONS, *DOS_OPTIONS, 'kmesh', 'dos'}))}")
+        return f"unknown parameters {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}"
     return None
 
 
@@ -25,13 +25,17 @@ class BandsCalculation(MLCalculation):
     """Bands along the standard k-path (``bands`` BandsData, ``band_plot``) and, with ``dos: True``, the density of
     states (``dos`` XyData, ``dos_plot``). ``parameters``: ``npoints``, ``num_bands`` and ``sigma`` (eV; the window
     nearest σ for large cells), ``solver`` (auto|dense|sparse), ``dos``, ``kmesh``, ``width``, ``method``
-    (auto|gaussian|kpm)."""
+    (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same structure) its bands are overlaid on
+    the plot and ``output_parameters`` gets the H and band errors (bands within ±``window`` eV, default 2, of the
+    DFT Fermi level)."""
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
         spec.input("hamiltonian", valid_type=HamiltonianData)
         spec.input("parameters", valid_type=orm.Dict, required=False, validator=validate_parameters)
+        spec.input("reference", valid_type=HamiltonianData, required=False,
+                   help="DFT H and S of the same structure: validation of a prediction.")
         spec.input("metadata.options.parser_name", valid_type=str, default="deeph.bands")
         spec.output("bands", valid_type=orm.BandsData)
         spec.output("dos", valid_type=orm.XyData, required=False)
@@ -43,11 +47,18 @@ class BandsCalculation(MLCalculation):
         params = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
         bands = ["bands", STRUCTURE, "--out", BANDS, "--plot"]
         bands += [arg for key in BAND_OPTIONS if key in params for arg in (f"--{key.replace('_', '-')}", str(params[key]))]
-        codeinfos = [self.codeinfo(bands)]
+        copies = copy_folder_node(self.inputs.hamiltonian, STRUCTURE)
         retrieve = [f"{BANDS}/band.h5", f"{BANDS}/band.png"]
+        if "reference" in self.inputs:
+            from aiida_deeph.ml.validation import BAND_WINDOW_EV  # torch: not at plugin load time
+
+            bands += ["--reference", REFERENCE, "--window", str(params.get("window", BAND_WINDOW_EV))]
+            copies += copy_folder_node(self.inputs.reference, REFERENCE)
+            retrieve.append(f"{BANDS}/validation.json")
+        codeinfos = [self.codeinfo(bands)]
         if params.get("dos"):
             dos = ["dos", STRUCTURE, "--out", BANDS, "--plot", "--kmesh", *(str(n) for n in params.get("kmesh", (1, 1, 1)))]
             dos += [arg for key in DOS_OPTIONS if key in params for arg in (f"--{key}", str(params[key]))]
             codeinfos.append(self.codeinfo(dos))
             retrieve += [f"{BANDS}/dos.h5", f"{BANDS}/dos.png"]
-        return self.calcinfo(codeinfos, copy_folder_node(self.inputs.hamiltonian, STRUCTURE), retrieve=retrieve)
+        return self.calcinfo(codeinfos, copies, retrieve=retrieve)

@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 from aiida import orm
 from aiida.common import CalcInfo, CodeInfo, InputValidationError
 from aiida_cp2k.calculations import Cp2kCalculation
 from aiida_cp2k.utils import Cp2kInput
 
+from aiida_deeph.calculations.validation import (
+    atom_symbols,
+    kpoints_error,
+    line_break_error,
+    names_error,
+    structure_error,
+)
 from aiida_deeph.io import cp2k as cp2k_io
 
-MIN_INTERATOMIC_DISTANCE = 0.5  # Å; closer atoms are a structure error, not physics
+WALLTIME_MARGIN = 0.9  # CP2K stops itself (wavefunction written) before the scheduler's limit
 CP2K_DATA_DIRS = (os.environ.get("CP2K_DATA_DIR", ""), "/usr/share/cp2k", "/usr/share/cp2k/data")
 
 
@@ -35,35 +41,12 @@ def _local_data_file(name: str) -> Path | None:
     return None
 
 
-def validate_structure(structure: orm.StructureData) -> str | None:
-    atoms = structure.get_ase()
-    symbols = atoms.get_chemical_symbols()
-    order = list(dict.fromkeys(symbols))
-    if symbols != sorted(symbols, key=order.index):
-        return "atoms must be grouped by element (the DeepH POSCAR order); sort them, e.g. with ase.build.sort"
+def _cell_error(structure: orm.StructureData) -> str | None:
+    """The atoms must fit CP2K's cell along the non-periodic axes."""
     try:
-        cp2k_io.cp2k_fractional(atoms.get_scaled_positions(wrap=False), tuple(structure.pbc))
+        cp2k_io.cp2k_fractional(structure.get_ase().get_scaled_positions(wrap=False), tuple(structure.pbc))
     except ValueError as exc:
         return str(exc)
-    if len(atoms) > 1:
-        distances = atoms.get_all_distances(mic=True)
-        np.fill_diagonal(distances, np.inf)
-        i, j = np.unravel_index(np.argmin(distances), distances.shape)
-        if distances[i, j] < MIN_INTERATOMIC_DISTANCE:
-            return f"atoms {i} and {j} overlap: {distances[i, j]:.3f} Å apart (minimum {MIN_INTERATOMIC_DISTANCE} Å)"
-    return None
-
-
-def validate_kpoints(kpoints: orm.KpointsData, pbc: tuple[bool, bool, bool]) -> str | None:
-    try:
-        mesh, _ = kpoints.get_kpoints_mesh()
-    except AttributeError:
-        return "kpoints must be a mesh (KpointsData.set_kpoints_mesh); explicit lists are not supported"
-    if any(int(n) < 1 for n in mesh):
-        return f"k-point mesh {mesh} must be at least 1 along every direction"
-    for axis, (n, periodic) in enumerate(zip(mesh, pbc)):
-        if not periodic and n != 1:
-            return f"k-point mesh {list(mesh)} samples non-periodic direction {'abc'[axis]}: use 1 there"
     return None
 
 
@@ -71,9 +54,10 @@ def validate_names(names: dict[str, str], elements: list[str], data_file: str, w
     missing = [el for el in elements if el not in names]
     if missing:
         return f"no {what} given for {', '.join(missing)}"
+    message = names_error((names[el] for el in elements), what)
     local = _local_data_file(data_file)
-    if local is None:  # the data file lives on the remote computer only; CP2K will check it there
-        return None
+    if message or local is None:  # without a local copy, the data file lives on the remote: CP2K checks it there
+        return message
     entries = cp2k_io.data_file_entries(local)
     unknown = [f"{el}: {names[el]}" for el in elements if names[el] not in entries.get(el, ())]
     if unknown:
@@ -85,15 +69,14 @@ def validate_inputs(inputs, _ctx) -> str | None:
     """Refuse bad input before anything is submitted."""
     structure = inputs.get("structure")
     if structure is None:
-        return "a structure is required"
-    message = validate_structure(structure)
+        return None  # the port is excluded where a WorkChain sets the structure per sample
+    kpoints, parameters = inputs.get("kpoints"), inputs.get("parameters")
+    message = (structure_error(structure) or _cell_error(structure)
+               or (kpoints_error(kpoints, structure.pbc) if kpoints is not None else None)
+               or (line_break_error(parameters.get_dict(), "parameters") if parameters is not None else None))
     if message:
         return message
-    if "kpoints" in inputs:
-        message = validate_kpoints(inputs["kpoints"], structure.pbc)
-        if message:
-            return message
-    elements = list(dict.fromkeys(structure.get_ase().get_chemical_symbols()))
+    elements = list(dict.fromkeys(atom_symbols(structure)))
     for key, data_file, what in (("basis_set", "BASIS_MOLOPT", "basis set"),
                                  ("pseudopotential", "GTH_POTENTIALS", "pseudopotential")):
         if key in inputs:
@@ -141,6 +124,9 @@ class DeepHCp2kCalculation(Cp2kCalculation):
         params = Cp2kInput(self.inputs.parameters.get_dict() if "parameters" in self.inputs else {})
         params.add_keyword("GLOBAL/PROJECT", cp2k_io.PROJECT)
         params.add_keyword("GLOBAL/RUN_TYPE", "ENERGY")
+        walltime = self.node.get_option("max_wallclock_seconds")
+        if walltime:
+            params.add_keyword("GLOBAL/WALLTIME", WALLTIME_MARGIN * walltime, override=False)
         params.add_keyword("FORCE_EVAL/METHOD", "QUICKSTEP", override=False)
         params.add_keyword("FORCE_EVAL/DFT/BASIS_SET_FILE_NAME", "BASIS_MOLOPT", override=False)
         params.add_keyword("FORCE_EVAL/DFT/POTENTIAL_FILE_NAME", "GTH_POTENTIALS", override=False)

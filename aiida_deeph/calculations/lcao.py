@@ -24,7 +24,13 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 from aiida_pseudo.data.pseudo import PseudoPotentialData
 
-from aiida_deeph.calculations.cp2k import validate_kpoints
+from aiida_deeph.calculations.validation import (
+    atom_symbols,
+    kpoints_error,
+    line_break_error,
+    names_error,
+    structure_error,
+)
 from aiida_deeph.data.hamiltonian import HamiltonianData
 from aiida_deeph.data.orbital import OrbitalData
 
@@ -85,27 +91,11 @@ def element_order(structure: orm.StructureData) -> list[str]:
     return list(dict.fromkeys(atom_symbols(structure)))
 
 
-def atom_symbols(structure: orm.StructureData) -> list[str]:
-    return [structure.get_kind(site.kind_name).symbol for site in structure.sites]
-
-
-def _grouping_error(structure: orm.StructureData) -> str | None:
-    symbols = atom_symbols(structure)
-    order = list(dict.fromkeys(symbols))
-    if symbols != sorted(symbols, key=order.index):
-        return (f"atoms must be grouped by element (the DeepH order), got {' '.join(symbols)}; "
-                "sort them, e.g. with ase.build.sort")
-    if any(structure.get_kind(name).is_alloy or structure.get_kind(name).has_vacancies
-           for name in structure.get_kind_names()):
-        return "alloy or vacancy kinds cannot be written to an LCAO input"
-    return None
-
-
 def _kpoints_error(kpoints: orm.KpointsData | None, pbc: tuple[bool, bool, bool]) -> str | None:
     """A mesh (1 along non-periodic axes) without offset; no k-points at all is left to the caller (a WorkChain)."""
     if kpoints is None:
         return None
-    message = validate_kpoints(kpoints, pbc)
+    message = kpoints_error(kpoints, pbc)
     if message:
         return message
     _, offset = kpoints.get_kpoints_mesh()
@@ -201,18 +191,21 @@ class LcaoCalculation(CalcJob):
         """Refuse bad input before anything is submitted."""
         structure = inputs.get("structure")
         if structure is None:
-            return "a structure is required"
+            return None  # the port is excluded where a WorkChain sets the structure per sample
         elements = element_order(structure)
         settings = inputs["settings"].get_dict() if "settings" in inputs else {}
         parameters = inputs["parameters"].get_dict() if "parameters" in inputs else {}
         orbitals = inputs.get("orbitals", {})
+        pseudos = inputs.get("pseudos", {})
         return (
-            _grouping_error(structure)
+            structure_error(structure)
             or _kpoints_error(inputs.get("kpoints"), structure.pbc)
             or _settings_error(settings, elements)
             or check_keywords(parameters, cls._code, cls._controlled)
-            or _per_element_error(inputs.get("pseudos", {}), elements, "pseudopotential", "pseudos")
+            or line_break_error(parameters, "parameters")
+            or _per_element_error(pseudos, elements, "pseudopotential", "pseudos")
             or _per_element_error(orbitals, elements, "orbital file", "orbitals")
+            or names_error((node.filename for node in (*pseudos.values(), *orbitals.values())), "file name")
             or next((f"orbitals.{el} is an {node.code} file ({node.filename}); deeph.{cls._code} needs "
                      f"{cls._code} orbitals" for el, node in orbitals.items() if node.code != cls._code), None)
             or cls._validate_code_specific(inputs, settings)

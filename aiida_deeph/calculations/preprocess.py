@@ -8,13 +8,21 @@ from aiida_deeph.data.dataset import DatasetData
 from aiida_deeph.data.hamiltonian import HamiltonianData
 
 from .ml_base import MLCalculation, copy_folder_node
+from .validation import LINK_LABEL_PUNCTUATION, names_error
 
 SOURCES, DATASET = "sources", "dataset"
 
 
-def validate_sources(inputs, _ctx) -> str | None:
+def validate_sources(inputs, ctx) -> str | None:
+    if "structures" not in ctx and "dft_folders" not in ctx:
+        return None  # excluded where a WorkChain supplies them (deeph.dataset)
     if not inputs.get("structures") and not inputs.get("dft_folders"):
         return "give at least one structure (HamiltonianData) or DFT folder (RemoteData)"
+    # each name becomes the folder sources/<name> of the job
+    message = names_error([*inputs.get("structures", {}), *inputs.get("dft_folders", {})], "structure name",
+                          LINK_LABEL_PUNCTUATION)
+    if message:
+        return message
     fractions = (inputs.get("parameters") or orm.Dict({})).get_dict().get("split", [0.8, 0.1, 0.1])
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
         return f"split must be three non-negative fractions adding up to 1, got {fractions}"

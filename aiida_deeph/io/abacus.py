@@ -18,7 +18,7 @@ from ase.data import chemical_symbols
 from scipy.sparse import csr_matrix
 
 from .conventions import to_standard
-from .deeph_format import BlockMatrix, DeepHFormatError, DeepHStructure
+from .deeph_format import BlockMatrix, DeepHFormatError, DeepHStructure, read_text
 from .units import ABACUS_BOHR_TO_ANGSTROM, ABACUS_RYDBERG_TO_EV
 
 Cell = tuple[int, int, int]
@@ -31,13 +31,6 @@ ORBITAL_SEARCH_DEPTH = 3
 
 class AbacusFormatError(DeepHFormatError):
     """An ABACUS file is missing, truncated, corrupted or describes something we cannot convert."""
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AbacusFormatError(f"{path}: cannot read as text ({exc})") from exc
 
 
 def _strip_comment(line: str) -> str:
@@ -69,7 +62,9 @@ class _Lines:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines = [(n + 1, line) for n, line in enumerate(_read_text(path).splitlines()) if line.strip()]
+        text = read_text(path, AbacusFormatError)
+        self.size = len(text)
+        self.lines = [(n + 1, line) for n, line in enumerate(text.splitlines()) if line.strip()]
         self.pos = 0
 
     def done(self) -> bool:
@@ -134,8 +129,9 @@ def _read_nao_step(lines: _Lines) -> AbacusCsr:
 
 
 def _read_blocks(lines: _Lines, dimension: int, count: int, step: int | None, read_arrays) -> AbacusCsr:
-    if dimension <= 0 or count < 0:
-        raise lines.error(f"bad dimension {dimension} or block count {count}")
+    # a real matrix has a non-empty home-cell block, whose dimension + 1 row pointers the file must hold
+    if dimension <= 0 or count < 0 or 2 * dimension > lines.size:
+        raise lines.error(f"bad dimension {dimension} or block count {count} for a file of {lines.size} bytes")
     matrices: dict[Cell, csr_matrix] = {}
     for _ in range(count):
         cell, nnz = _block_header(lines, dimension)
@@ -241,7 +237,7 @@ def _parse_ints(lines: _Lines, tokens: list[str], count: int, what: str) -> np.n
 def read_input(path: str | os.PathLike) -> dict[str, str]:
     """INPUT keywords (lower-cased) → value string (the rest of the line, comments removed)."""
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    lines = read_text(path, AbacusFormatError).splitlines()
     if not lines or lines[0].strip().upper() != "INPUT_PARAMETERS":
         raise AbacusFormatError(f"{path}: an ABACUS INPUT starts with INPUT_PARAMETERS")
     result = {}
@@ -265,7 +261,8 @@ class AbacusKpt:
 
 def read_kpt(path: str | os.PathLike) -> AbacusKpt:
     path = Path(path)
-    lines = [t for t in (_strip_comment(line).split() for line in _read_text(path).splitlines()) if t]
+    text = read_text(path, AbacusFormatError)
+    lines = [t for t in (_strip_comment(line).split() for line in text.splitlines()) if t]
     try:
         if lines[0][0].upper() not in ("K_POINTS", "KPOINTS"):
             raise AbacusFormatError(f"{path}: a KPT file starts with K_POINTS")
@@ -349,7 +346,7 @@ STRU_SECTIONS = {
 def _stru_sections(path: Path) -> dict[str, list[list[str]]]:
     sections: dict[str, list[list[str]]] = {}
     current = None
-    for line in _read_text(path).splitlines():
+    for line in read_text(path, AbacusFormatError).splitlines():
         tokens = _strip_comment(line).split()
         if not tokens:
             continue
@@ -441,7 +438,7 @@ class AbacusLog:
 def read_running_log(path: str | os.PathLike) -> AbacusLog:
     """Read an ABACUS ``running_*.log`` (v3.x): version, structure, basis, nspin, EFERMI, SCF convergence."""
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    lines = read_text(path, AbacusFormatError).splitlines()
     text = "\n".join(lines)
     if not re.search(r"^\s*Total\s+Time\s*:", text, re.M):
         raise AbacusFormatError(f"{path}: no final 'Total Time' line; the run did not finish or the file is cut")

@@ -22,6 +22,9 @@ from .units import HARTREE_TO_EV
 PROJECT = "aiida"
 COORDS_FILE = "aiida.coords.xyz"
 L_LETTERS = "spdfghi"
+# CP2K writes both halves of S(R) and H(R) from the same numbers: any asymmetry beyond print rounding is damage
+OVERLAP_SYMMETRY_TOLERANCE = 1e-10
+HAMILTONIAN_SYMMETRY_TOLERANCE_EV = 1e-6
 
 
 class Cp2kOutputError(DeepHFormatError):
@@ -91,6 +94,20 @@ def data_file_entries(path: str | Path) -> dict[str, set[str]]:
         if match:
             entries.setdefault(match.group(1), set()).update(match.group(2).split())
     return entries
+
+
+def valence_electrons(path: str | Path, element: str, name: str) -> int:
+    """Valence electrons of pseudopotential ``name`` (or an alias) of ``element`` in a CP2K GTH_POTENTIALS file: the
+    sum of the occupation line that follows the entry's header."""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    for header, occupations in zip(lines, lines[1:]):
+        fields = header.split()
+        if len(fields) > 1 and fields[0] == element and name in fields[1:]:
+            try:
+                return sum(int(value) for value in occupations.split())
+            except ValueError as exc:
+                raise ValueError(f"{path}: no occupation line after {header.strip()!r}") from exc
+    raise ValueError(f"{path}: no pseudopotential {name} for {element}")
 
 
 # --- output -----------------------------------------------------------------------------------------------------
@@ -177,33 +194,49 @@ def read_cp2k_output(path: str | Path) -> Cp2kOutput:
     except OSError as exc:
         raise Cp2kOutputError(f"{path}: cannot read CP2K output ({exc})") from exc
     out = Cp2kOutput()
-    for n, line in enumerate(lines):
-        if "CP2K| version string:" in line:
-            out.version = line.split(":", 1)[1].strip()
-        elif "ENERGY| Total FORCE_EVAL" in line:
-            out.energy_eV = float(line.split()[-1]) * HARTREE_TO_EV
-        elif line.strip().startswith("Fermi energy:"):
-            out.fermi_energy_eV = float(line.split()[-1]) * HARTREE_TO_EV
-        elif "*** SCF run converged in" in line:
-            out.scf_converged, out.scf_steps = True, int(line.split()[-3])
-        elif "Leaving inner SCF loop after reaching" in line or "*** SCF run NOT converged ***" in line:
-            out.scf_converged, out.scf_failed = False, True
-            digits = re.findall(r"\d+", line)
-            out.scf_steps = int(digits[0]) if digits else out.scf_steps
-        elif line.startswith(" KS CSR write|") and not out.images:
-            out.images = _parse_image_table(lines, n)
-        elif line.startswith(" CP2K     ") and len(line.split()) == 7:
-            out.wall_time_s = float(line.split()[-1])
-        elif "PROGRAM ENDED AT" in line:
-            out.finished = True
-        elif "The number of warnings for this run is" in line:
-            out.warnings = int(line.split()[-1])
-        elif "exceeded requested execution time" in line.lower() or "MAXIMUM WALLTIME" in line.upper():
-            out.walltime_exceeded = True
-        elif "ABORT" in line and out.aborted is None:
-            out.aborted = line.strip()
-    out.kind_shells, out.kind_nsgf = _parse_kinds(lines)
+    try:
+        for n, line in enumerate(lines):
+            _read_line(out, lines, n)
+        out.kind_shells, out.kind_nsgf = _parse_kinds(lines)
+    except (ValueError, IndexError) as exc:  # a number or the image table garbled or cut
+        raise Cp2kOutputError(f"{path}: {exc}") from exc
     return out
+
+
+def _read_line(out: Cp2kOutput, lines: list[str], n: int) -> None:
+    """Take what line ``n`` says into ``out``."""
+    line = lines[n]
+    if "CP2K| version string:" in line:
+        out.version = line.split(":", 1)[1].strip()
+    elif "ENERGY| Total FORCE_EVAL" in line:
+        out.energy_eV = _number(line.split()[-1], n) * HARTREE_TO_EV
+    elif line.strip().startswith("Fermi energy:"):
+        out.fermi_energy_eV = _number(line.split()[-1], n) * HARTREE_TO_EV
+    elif "*** SCF run converged in" in line:
+        out.scf_converged, out.scf_steps = True, int(line.split()[-3])
+    elif "Leaving inner SCF loop after reaching" in line or "*** SCF run NOT converged ***" in line:
+        out.scf_converged, out.scf_failed = False, True
+        digits = re.findall(r"\d+", line)
+        out.scf_steps = int(digits[0]) if digits else out.scf_steps
+    elif line.startswith(" KS CSR write|") and not out.images:
+        out.images = _parse_image_table(lines, n)
+    elif line.startswith(" CP2K     ") and len(line.split()) == 7:
+        out.wall_time_s = _number(line.split()[-1], n)
+    elif "PROGRAM ENDED AT" in line:
+        out.finished = True
+    elif "The number of warnings for this run is" in line:
+        out.warnings = int(line.split()[-1])
+    elif "exceeded requested execution time" in line.lower() or "MAXIMUM WALLTIME" in line.upper():
+        out.walltime_exceeded = True
+    elif "ABORT" in line and out.aborted is None:
+        out.aborted = line.strip()
+
+
+def _number(text: str, n: int) -> float:
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(f"line {n + 1}: {text!r} is not a finite number")
+    return value
 
 
 def read_csr(path: str | Path, size: int) -> np.ndarray:
@@ -218,6 +251,8 @@ def read_csr(path: str | Path, size: int) -> np.ndarray:
     if values.size % 3:
         raise Cp2kOutputError(f"{path}: truncated (the last row/col/value triple is incomplete)")
     triples = values.reshape(-1, 3)
+    if not np.all(np.isfinite(triples)) or np.any(triples[:, :2] != np.round(triples[:, :2])):
+        raise Cp2kOutputError(f"{path}: non-integer indices or non-finite values")
     rows, cols = triples[:, 0].astype(np.int64) - 1, triples[:, 1].astype(np.int64) - 1
     if triples.size and (rows.min() < 0 or cols.min() < 0 or rows.max() >= size or cols.max() >= size):
         raise Cp2kOutputError(f"{path}: indices outside the {size}×{size} matrix")
@@ -239,14 +274,15 @@ def cp2k_to_deeph(folder: str | Path, lattice: np.ndarray, species: list[str], p
     """
     folder = Path(folder)
     if not output.images:
-        raise Cp2kMatricesMissing("the CP2K output has no periodic image table: the matrices were not written")
+        raise Cp2kMatricesMissing(f"{folder}: the CP2K output has no periodic image table: no matrices were written")
     missing = sorted(set(species) - set(output.kind_shells))
     if missing or any(not output.kind_shells[el] for el in species):
-        raise Cp2kOutputError(f"no basis description for {', '.join(missing) or 'some kinds'} in the CP2K output")
+        raise Cp2kOutputError(f"{folder}: no basis description for {', '.join(missing) or 'some kinds'} in the output")
     shells = {el: output.kind_shells[el] for el in dict.fromkeys(species)}
     for el, ls in shells.items():
         if el in output.kind_nsgf and sum(2 * l + 1 for l in ls) != output.kind_nsgf[el]:
-            raise Cp2kOutputError(f"basis of {el}: shells {ls} do not add up to {output.kind_nsgf[el]} functions")
+            raise Cp2kOutputError(f"{folder}: basis of {el}: shells {ls} do not add up to {output.kind_nsgf[el]} "
+                                  "functions")
     structure = DeepHStructure(lattice, species, positions, shells, fermi_energy_eV=output.fermi_energy_eV or 0.0)
     sizes, offsets, size = structure.orbitals_per_atom(), structure.orbital_offsets(), structure.norbitals
     shifts = wrap_shifts(structure.positions @ np.linalg.inv(structure.lattice), pbc)
@@ -269,7 +305,8 @@ def cp2k_to_deeph(folder: str | Path, lattice: np.ndarray, species: list[str], p
                     continue
                 key = (*(np.asarray(image) + shifts[i] - shifts[j]).tolist(), i, j)
                 if key in s_blocks:
-                    raise Cp2kOutputError(f"two periodic images map onto block {key}: positions and output disagree")
+                    raise Cp2kOutputError(f"{folder}: two periodic images map onto block {key}: positions and output "
+                                          "disagree")
                 s_blocks[key] = to_standard(s_block, "cp2k", atom_shells[i], atom_shells[j])
                 h_std = [to_standard(h, "cp2k", atom_shells[i], atom_shells[j]) for h in h_spin]
                 if nspin == 2:  # collinear spin: block-diagonal spinful blocks, as the DeepH format stores them
@@ -280,9 +317,29 @@ def cp2k_to_deeph(folder: str | Path, lattice: np.ndarray, species: list[str], p
     structure.overlap = BlockMatrix.from_blocks(s_blocks)
     structure.hamiltonian = BlockMatrix.from_blocks(h_blocks)
     structure.spinful = nspin == 2
+    hermiticity_error = _check_symmetric(structure, folder)
     diagnostics = {
         "number_of_pairs": len(s_blocks),
         "max_dropped_hamiltonian_eV": dropped,
-        "hermiticity_error_eV": structure.hamiltonian.hermiticity_error(),
+        "hermiticity_error_eV": hermiticity_error,
     }
     return structure, diagnostics
+
+
+def _check_symmetric(structure: DeepHStructure, folder: Path) -> float:
+    """The CSR files have no header: a file cut at a line end, or a changed digit, shows only as S or H losing
+    X_ij(R) = X_ji(−R)ᵀ (CP2K writes both halves), or as a home-cell overlap diagonal that is not positive.
+    Returns H's error (eV)."""
+    sizes, offsets = structure.orbitals_per_atom(), structure.orbital_offsets()
+    diagonal = np.zeros(structure.norbitals)
+    for i in range(structure.natoms):
+        if (0, 0, 0, i, i) in structure.overlap:
+            diagonal[offsets[i]:offsets[i] + sizes[i]] = np.diag(structure.overlap[(0, 0, 0, i, i)])
+    if np.any(diagonal <= 0):
+        raise Cp2kOutputError(f"{folder}: the home-cell overlap has a non-positive diagonal: a CSR file is cut short")
+    errors = {"S": structure.overlap.hermiticity_error(), "H": structure.hamiltonian.hermiticity_error()}
+    for name, tolerance in (("S", OVERLAP_SYMMETRY_TOLERANCE), ("H", HAMILTONIAN_SYMMETRY_TOLERANCE_EV)):
+        if errors[name] > tolerance:
+            raise Cp2kOutputError(f"{folder}: {name}(R) and {name}(−R)ᵀ differ by {errors[name]:.3g} (more than "
+                                  f"{tolerance:g}): a CSR file is truncated or corrupted")
+    return errors["H"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +22,39 @@ from .atomic_write import atomic_path, write_text
 
 PairKey = tuple[int, int, int, int, int]  # (Rx, Ry, Rz, i, j)
 H5_DATASETS = ("atom_pairs", "chunk_shapes", "chunk_boundaries", "entries")
+MAX_SHELL_L = 7  # s … i, the letters the DFT codes print
+H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError)  # what h5py raises on a damaged file
 
 
 class DeepHFormatError(ValueError):
     """A DeepH-format file is missing, truncated or inconsistent."""
+
+
+def read_h5_datasets(path: Path, names: Sequence[str] | None = None,
+                     error: type[DeepHFormatError] = DeepHFormatError) -> dict[str, np.ndarray]:
+    """Numeric datasets ``names`` (default: every top-level one) of an HDF5 file, as arrays.
+
+    A damaged file, a missing or non-numeric dataset, or one declaring more bytes than the file holds raises
+    ``error`` naming the file.
+    """
+    try:
+        with h5py.File(path, "r") as handle:
+            names = list(handle) if names is None else list(names)
+            bad = [name for name in names if name not in handle or not _plain_dataset(handle[name], path)]
+            if bad:
+                raise error(f"{path}: missing or malformed dataset(s) {', '.join(bad)}")
+            return {name: np.asarray(handle[name][()]) for name in names}
+    except error:
+        raise
+    except H5_ERRORS as exc:
+        raise error(f"{path}: not a readable HDF5 file ({type(exc).__name__}: {exc})") from exc
+
+
+def _plain_dataset(item: object, path: Path) -> bool:
+    """A numeric dataset whose declared size fits the file (uncompressed: a corrupted shape would allocate it)."""
+    if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "biufc":
+        return False
+    return item.compression is not None or item.size * item.dtype.itemsize <= path.stat().st_size
 
 
 @dataclass
@@ -49,6 +78,8 @@ class BlockMatrix:
                 f"inconsistent datasets: {npairs} atom_pairs, {len(self.chunk_shapes)} chunk_shapes, "
                 f"{len(self.chunk_boundaries)} chunk_boundaries (expected {npairs + 1})"
             )
+        if np.any(self.chunk_shapes < 0):
+            raise DeepHFormatError("negative block shape in chunk_shapes")
         sizes = np.prod(self.chunk_shapes, axis=1)
         if self.chunk_boundaries[0] != 0 or np.any(np.diff(self.chunk_boundaries) != sizes):
             raise DeepHFormatError("chunk_boundaries are not the cumulative sum of the chunk sizes")
@@ -72,18 +103,16 @@ class BlockMatrix:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "BlockMatrix":
         path = Path(path)
+        data = read_h5_datasets(path, H5_DATASETS)
+        if data["entries"].dtype.kind not in "fc" or not np.all(np.isfinite(data["entries"])):
+            raise DeepHFormatError(f"{path}: entries must be finite real or complex numbers")
         try:
-            with h5py.File(path, "r") as handle:
-                missing = [name for name in H5_DATASETS if name not in handle]
-                if missing:
-                    raise DeepHFormatError(f"{path}: missing dataset(s) {', '.join(missing)}")
-                data = {name: handle[name][()] for name in H5_DATASETS}
-        except (OSError, KeyError) as exc:
-            raise DeepHFormatError(f"{path}: not a readable DeepH HDF5 file ({exc})") from exc
-        try:
-            return cls(**data)
-        except DeepHFormatError as exc:
+            matrix = cls(**data)
+        except ValueError as exc:  # our consistency checks, or numpy's on datasets of the wrong shape
             raise DeepHFormatError(f"{path}: {exc}") from exc
+        if len(matrix.index) != len(matrix):
+            raise DeepHFormatError(f"{path}: an atom pair is listed twice in atom_pairs")
+        return matrix
 
     def write(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
@@ -254,30 +283,74 @@ class DeepHStructure:
         for name in ("POSCAR", "info.json"):
             if not (folder / name).is_file():
                 raise DeepHFormatError(f"{folder}: {name} is missing; not a DeepH structure folder")
-        lattice, species, positions = parse_poscar((folder / "POSCAR").read_text())
-        try:
-            info = json.loads((folder / "info.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise DeepHFormatError(f"{folder / 'info.json'}: invalid JSON ({exc})") from exc
+        lattice, species, positions = parse_poscar(read_text(folder / "POSCAR"), str(folder / "POSCAR"))
+        info = _read_info(folder / "info.json")
         known = {"atoms_quantity", "orbits_quantity", "orthogonal_basis", "spinful", "fermi_energy_eV",
                  "elements_orbital_map", "occupation"}
-        structure = cls(
-            lattice=lattice,
-            species=species,
-            positions=positions,
-            elements_orbital_map={el: list(ls) for el, ls in info["elements_orbital_map"].items()},
-            fermi_energy_eV=float(info.get("fermi_energy_eV", 0.0)),
-            spinful=bool(info.get("spinful", False)),
-            hamiltonian=BlockMatrix.read(folder / hamiltonian_file) if (folder / hamiltonian_file).exists() else None,
-            overlap=BlockMatrix.read(folder / "overlap.h5") if (folder / "overlap.h5").exists() else None,
-            occupation=info.get("occupation"),
-            extra_info={k: v for k, v in info.items() if k not in known},
-        )
+        matrices = {name: BlockMatrix.read(folder / name) if (folder / name).exists() else None
+                    for name in (hamiltonian_file, "overlap.h5")}
+        try:
+            structure = cls(
+                lattice=lattice,
+                species=species,
+                positions=positions,
+                elements_orbital_map=info["elements_orbital_map"],
+                fermi_energy_eV=float(info.get("fermi_energy_eV", 0.0)),
+                spinful=info.get("spinful", False),
+                hamiltonian=matrices[hamiltonian_file],
+                overlap=matrices["overlap.h5"],
+                occupation=info.get("occupation"),
+                extra_info={k: v for k, v in info.items() if k not in known},
+            )
+        except DeepHFormatError as exc:
+            raise DeepHFormatError(f"{folder}: {exc}") from exc
         if info.get("atoms_quantity", structure.natoms) != structure.natoms:
             raise DeepHFormatError(f"{folder}: info.json atoms_quantity disagrees with POSCAR")
         if info.get("orbits_quantity", structure.norbitals) != structure.norbitals:
             raise DeepHFormatError(f"{folder}: info.json orbits_quantity disagrees with elements_orbital_map")
+        spin = 2 if structure.spinful else 1
+        for name, factors in ((hamiltonian_file, {spin}), ("overlap.h5", {1, spin})):  # S may be spin-doubled
+            _check_blocks(structure, matrices[name], factors, folder / name)
         return structure
+
+
+def read_text(path: Path, error: type[DeepHFormatError] = DeepHFormatError) -> str:
+    """A UTF-8 text file; an unreadable one raises ``error`` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read as text ({exc})") from exc
+
+
+def _read_info(path: Path) -> dict:
+    """info.json, with the types of the keys the structure is built from checked."""
+    try:
+        info = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DeepHFormatError(f"{path}: invalid JSON ({exc})") from exc
+    shells = info.get("elements_orbital_map") if isinstance(info, dict) else None
+    if not isinstance(shells, dict) or not all(
+            isinstance(ls, list) and all(type(l) is int and 0 <= l < MAX_SHELL_L for l in ls)
+            for ls in shells.values()):
+        raise DeepHFormatError(f"{path}: elements_orbital_map must map elements to lists of l (0 ≤ l < {MAX_SHELL_L})")
+    numbers = [info.get("fermi_energy_eV", 0.0), info.get("occupation", 0.0)]
+    if not all(isinstance(x, (int, float)) and np.isfinite(x) for x in numbers if x is not None) \
+            or not isinstance(info.get("spinful", False), bool):
+        raise DeepHFormatError(f"{path}: fermi_energy_eV and occupation must be finite numbers, spinful true or false")
+    return info
+
+
+def _check_blocks(structure: "DeepHStructure", matrix: BlockMatrix | None, factors: set[int], path: Path) -> None:
+    """Every pair names atoms of the structure and has their orbital counts × one of ``factors`` (2: spinful)."""
+    if matrix is None or not len(matrix):
+        return
+    atoms = matrix.atom_pairs[:, 3:]
+    if atoms.min() < 0 or atoms.max() >= structure.natoms:
+        raise DeepHFormatError(f"{path}: atom_pairs name atoms outside the {structure.natoms} of POSCAR")
+    sizes = structure.orbitals_per_atom()
+    shapes = np.stack([sizes[atoms[:, 0]], sizes[atoms[:, 1]]], axis=1)
+    if not any(np.array_equal(matrix.chunk_shapes, factor * shapes) for factor in factors):
+        raise DeepHFormatError(f"{path}: block shapes disagree with elements_orbital_map")
 
 
 def format_poscar(lattice: np.ndarray, species: list[str], positions: np.ndarray, comment: str = "") -> str:
@@ -290,9 +363,9 @@ def format_poscar(lattice: np.ndarray, species: list[str], positions: np.ndarray
     return "\n".join(lines) + "\n"
 
 
-def parse_poscar(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+def parse_poscar(text: str, source: str = "POSCAR") -> tuple[np.ndarray, list[str], np.ndarray]:
     """Parse a VASP5 POSCAR (symbols line required); returns lattice rows, species and Cartesian positions in Å."""
-    lines = [line for line in text.splitlines()]
+    lines = text.splitlines()
     try:
         scale = float(lines[1].split()[0])
         lattice = np.array([[float(x) for x in lines[i].split()[:3]] for i in (2, 3, 4)])
@@ -305,11 +378,14 @@ def parse_poscar(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         natoms = sum(counts)
         coords = np.array([[float(x) for x in lines[mode_line + 1 + n].split()[:3]] for n in range(natoms)])
     except (IndexError, ValueError) as exc:
-        raise DeepHFormatError(f"malformed POSCAR ({exc})") from exc
-    if len(elements) != len(counts):
-        raise DeepHFormatError("POSCAR: element and count lines differ in length")
+        raise DeepHFormatError(f"{source}: malformed POSCAR ({exc})") from exc
+    if len(elements) != len(counts) or min(counts, default=0) < 0 or coords.shape != (natoms, 3):
+        raise DeepHFormatError(f"{source}: element and count lines differ, or a count is negative")
+    volume = abs(np.linalg.det(lattice)) if np.all(np.isfinite(lattice)) else 0.0
+    if not (np.isfinite(scale) and scale != 0 and volume > 0 and np.all(np.isfinite(coords))):
+        raise DeepHFormatError(f"{source}: non-finite numbers, a zero scale or a singular lattice")
     if scale < 0:  # negative scale = target volume
-        scale = (-scale / abs(np.linalg.det(lattice))) ** (1 / 3)
+        scale = (-scale / volume) ** (1 / 3)
     lattice = lattice * scale
     positions = coords * scale if cartesian else coords @ lattice
     species = [el for el, c in zip(elements, counts) for _ in range(c)]

@@ -1,14 +1,16 @@
-"""Export to the legacy DeepH format read by DeepH-pack 0.2.x and DeepH-E3.
+"""Export to the legacy DeepH format read by DeepH-pack 0.2.x and DeepH-E3, and its block files read back.
 
 Per structure: ``lat.dat`` (lattice vectors as columns, Å), ``rlat.dat``, ``site_positions.dat`` (3 × N, Å),
 ``element.dat`` (Z), ``orbital_types.dat``, ``R_list.dat``, ``info.json`` and ``hamiltonians.h5`` / ``overlaps.h5``
-with one dataset per ``"[Rx, Ry, Rz, i, j]"`` key, **1-based** atoms, blocks in **OpenMX** orbital order.
+with one dataset per ``"[Rx, Ry, Rz, i, j]"`` key, **1-based** atoms, blocks in **OpenMX** orbital order. The
+overlap-only OpenMX writes its ``overlaps_<rank>.h5`` in the same layout: :func:`read_legacy_blocks` reads both.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -17,7 +19,13 @@ from ase.data import atomic_numbers
 
 from .atomic_write import atomic_path, write_text
 from .conventions import LEGACY_CODE, from_standard
-from .deeph_format import BlockMatrix, DeepHStructure
+from .deeph_format import BlockMatrix, DeepHFormatError, DeepHStructure, PairKey, read_h5_datasets
+
+LEGACY_KEY = re.compile(r"\[\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*(\d+),\s*(\d+)\s*\]")
+
+
+class LegacyFormatError(DeepHFormatError):
+    """A legacy block file is unreadable, or holds something other than ``"[Rx, Ry, Rz, i, j]"`` 2-d blocks."""
 
 
 def legacy_key(key: tuple[int, int, int, int, int]) -> str:
@@ -65,3 +73,18 @@ def write_legacy(structure: DeepHStructure, folder: str | os.PathLike) -> Path:
     if structure.overlap is not None:
         _write_blocks(folder / "overlaps.h5", structure.overlap, structure)
     return folder
+
+
+def read_legacy_blocks(path: str | os.PathLike) -> dict[PairKey, np.ndarray]:
+    """Blocks of a legacy ``hamiltonians.h5`` / ``overlaps.h5``: 0-based keys, blocks as stored (OpenMX order)."""
+    path = Path(path)
+    blocks = {}
+    for key, block in read_h5_datasets(path, error=LegacyFormatError).items():
+        match = LEGACY_KEY.fullmatch(key)
+        if not match or int(match[4]) < 1 or int(match[5]) < 1:
+            raise LegacyFormatError(f"{path}: dataset {key[:80]!r} is not an '[Rx, Ry, Rz, i, j]' key (1-based)")
+        if block.ndim != 2 or block.dtype.kind not in "fc" or not np.all(np.isfinite(block)):
+            raise LegacyFormatError(f"{path}: dataset {key} is not a 2-d block of finite numbers")
+        rx, ry, rz, i, j = (int(x) for x in match.groups())
+        blocks[(rx, ry, rz, i - 1, j - 1)] = block
+    return blocks

@@ -16,7 +16,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from .conventions import to_standard
-from .deeph_format import BlockMatrix, DeepHFormatError, DeepHStructure
+from .deeph_format import BlockMatrix, DeepHFormatError, DeepHStructure, read_text
 from .units import OPENMX_BOHR_TO_ANGSTROM, OPENMX_HARTREE_TO_EV
 
 INT = np.dtype("<i4")
@@ -116,7 +116,7 @@ def parse_openmx_input(lines: list[str], source: str = "<input>") -> OpenMXInput
 def read_openmx_dat(path: str | os.PathLike) -> OpenMXInput:
     """Read an OpenMX input ``.dat`` file."""
     path = Path(path)
-    return parse_openmx_input(_read_text(path).splitlines(), str(path))
+    return parse_openmx_input(read_text(path, OpenMXFormatError).splitlines(), str(path))
 
 
 def basis_shells(pao: str, source: str = "<input>") -> list[int]:
@@ -165,7 +165,7 @@ class OpenMXOut:
 def read_openmx_out(path: str | os.PathLike) -> OpenMXOut:
     """Read an OpenMX ``.out`` file (3.8/3.9): version, echoed input, ChemP, final structure, SCF convergence."""
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    lines = read_text(path, OpenMXFormatError).splitlines()
     version = _out_version(lines, path)
     if not any("Computational Time (second)" in line for line in lines):
         raise OpenMXFormatError(f"{path}: no 'Computational Time' section; the run did not finish or the file is cut")
@@ -185,13 +185,6 @@ def read_openmx_out(path: str | os.PathLike) -> OpenMXOut:
         scf_converged=converged,
         number_of_states=states,
     )
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OpenMXFormatError(f"{path}: cannot read as text ({exc})") from exc
 
 
 def _out_version(lines: list[str], path: Path) -> str:

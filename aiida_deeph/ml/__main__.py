@@ -7,7 +7,9 @@
     infer [--config CONFIG.toml] --model DIR --structure POSCAR [--overlap DIR] --out DIR
           [--max-edges-per-chunk N] [--device DEVICE]
     bands FOLDER [--out DIR] [--npoints N] [--num-bands N] [--solver auto|dense|sparse] [--sigma EV] [--plot]
+          [--reference DFT_FOLDER [--window EV]]         # errors against DFT in validation.json
     dos FOLDER [--out DIR] [--kmesh N N N] [--width EV] [--method auto|gaussian|kpm] [--plot]
+    overlap --structure POSCAR --basis NAME|ELEMENT=NAME... --out DIR [--electrons N]   # analytic S(R), no SCF
 
 ``SRC`` is a DeepH, OpenMX or ABACUS structure folder, or a folder of them. Flags of ``infer`` override the
 ``[process.infer]`` section of ``--config``.
@@ -29,15 +31,18 @@ Exit statuses:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from ..io.atomic_write import write_text
 from ..io.deeph_format import DeepHFormatError, DeepHStructure
 from .checkpoint import CorruptedFileError
 from .config import Config, ConfigError, Precision, load_config, resolve_device
 from .dataset import DatasetError, preprocess
 from .infer import InferenceError, infer
 from .train import train
+from .validation import BAND_WINDOW_EV
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CORRUPTED = 0, 1, 2, 5
 
@@ -75,16 +80,34 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _bands(args: argparse.Namespace) -> int:
-    from .bands import compute_bands, plot_bands  # matplotlib and the solvers: only for these two commands
+    from .bands import compute_bands, plot_bands, with_fermi_from_occupation  # matplotlib and the solvers
 
     out = Path(args.out or args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    result = compute_bands(DeepHStructure.read(args.folder), npoints=args.npoints, num_bands=args.num_bands,
+    structure = with_fermi_from_occupation(DeepHStructure.read(args.folder))
+    result = compute_bands(structure, npoints=args.npoints, num_bands=args.num_bands,
                            solver=args.solver, sigma=args.sigma, output_dir=out)
+    reference = None
+    if args.reference:
+        reference = _compare_with_reference(structure, result, DeepHStructure.read(args.reference), args, out)
     if args.plot:
-        plot_bands(result, out / "band.png")
+        plot_bands(result, out / "band.png", reference=reference)
     print(f"{out / 'band.h5'}: band gap {result.band_gap:.4f} eV{' (metal)' if result.is_metal else ''}")
     return EXIT_OK
+
+
+def _compare_with_reference(structure: DeepHStructure, result, reference: DeepHStructure, args: argparse.Namespace,
+                            out: Path):
+    """DFT bands on the same path and the errors of ``structure`` against them, written to validation.json."""
+    from .bands import compute_bands
+    from .validation import band_errors, hamiltonian_errors
+
+    reference_bands = compute_bands(reference, kpath=result.kpath, solver="dense")
+    errors = {**hamiltonian_errors(structure, reference), **band_errors(result, reference_bands, args.window)}
+    write_text(out / "validation.json", json.dumps(errors, indent=1))
+    print(f"against the reference: H MAE {errors['hamiltonian_mae_meV']:.3f} meV, bands within ±{args.window} eV "
+          f"of E_F: MAE {errors['band_mae_meV']:.3f} meV, max {errors['band_max_error_meV']:.3f} meV")
+    return reference_bands
 
 
 def _dos(args: argparse.Namespace) -> int:
@@ -97,6 +120,33 @@ def _dos(args: argparse.Namespace) -> int:
     if args.plot:
         plot_dos(result, out / "dos.png")
     print(f"{out / 'dos.h5'}: {result.method} DOS, Fermi level {result.fermi_energy_eV:.4f} eV")
+    return EXIT_OK
+
+
+def basis_argument(values: list[str]) -> str | dict[str, str]:
+    """``--basis NAME`` (every element) or ``--basis C=NAME --basis H=NAME`` (one per element)."""
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    pairs = [value.split("=", 1) for value in values]
+    if any(len(pair) != 2 or not all(pair) for pair in pairs):
+        raise ConfigError(f"--basis takes NAME or ELEMENT=NAME (repeated), got {' '.join(values)}")
+    return dict(pairs)
+
+
+def _overlap(args: argparse.Namespace) -> int:
+    from ..io.deeph_format import parse_poscar
+    from ..io.overlap import analytic_overlap, basis_shells  # PySCF: only for this command
+
+    lattice, species, positions = parse_poscar(Path(args.structure).read_text())
+    basis = basis_argument(args.basis)
+    try:
+        orbitals = {element: basis_shells(basis, element) for element in dict.fromkeys(species)}
+    except (ValueError, KeyError, RuntimeError) as exc:  # PySCF's unknown-basis errors differ by version
+        raise ConfigError(f"basis {basis!r}: {exc}") from exc
+    overlap = analytic_overlap(lattice, species, positions, basis)
+    occupation = None if args.electrons is None else float(args.electrons)  # info.json counts electrons
+    out = DeepHStructure(lattice, species, positions, orbitals, overlap=overlap, occupation=occupation).write(args.out)
+    print(f"overlap of {len(species)} atoms, {len(overlap)} atom pairs written to {out}")
     return EXIT_OK
 
 
@@ -139,6 +189,10 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--solver", choices=("auto", "dense", "sparse"), default="auto")
     command.add_argument("--sigma", type=float, help="eV, centre of the band window (default: Fermi level)")
     command.add_argument("--plot", action="store_true", help="also write band.png")
+    command.add_argument("--reference", help="DeepH folder of a DFT reference of the same structure: its bands "
+                         "are overlaid and the errors written to validation.json")
+    command.add_argument("--window", type=float, default=BAND_WINDOW_EV,
+                         help="eV around the DFT Fermi level for band errors")
     command.set_defaults(run=_bands)
 
     command = commands.add_parser("dos", help="density of states of a DeepH folder (dos.h5)")
@@ -149,6 +203,15 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--method", choices=("auto", "gaussian", "kpm"), default="auto")
     command.add_argument("--plot", action="store_true", help="also write dos.png")
     command.set_defaults(run=_dos)
+
+    command = commands.add_parser("overlap", help="analytic S(R) of a structure in a Gaussian basis (no SCF)")
+    command.add_argument("--structure", required=True, help="POSCAR file")
+    command.add_argument("--basis", required=True, action="append",
+                         help="basis name (CP2K or PySCF spelling) or ELEMENT=NAME, repeated per element")
+    command.add_argument("--out", required=True, help="output DeepH folder (POSCAR, info.json, overlap.h5)")
+    command.add_argument("--electrons", type=int, help="valence electrons: the Fermi level of a prediction on this "
+                         "overlap then follows from the electron count")
+    command.set_defaults(run=_overlap)
     return main
 
 

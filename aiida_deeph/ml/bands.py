@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -285,3 +285,24 @@ def plot_dos(result: DosResult, path: str | os.PathLike, window: tuple[float, fl
     axes.set_xlabel("E − E$_F$ (eV)")
     axes.set_ylabel(f"DOS (states/eV, {result.method})")
     return _save(figure, path)
+
+
+FERMI_KSPACING = 0.2  # Å⁻¹ (2π included): the Γ-centred mesh on which the electron count fixes E_F
+
+
+def fermi_mesh(structure: DeepHStructure, spacing: float = FERMI_KSPACING) -> tuple[int, int, int]:
+    """A Γ-centred mesh of ``spacing``, with 1 k-point along axes no atom pair crosses (vacuum)."""
+    matrix = structure.overlap if structure.overlap is not None else structure.hamiltonian
+    reciprocal = 2 * np.pi * np.linalg.inv(structure.lattice).T
+    crossed = np.any(matrix.atom_pairs[:, :3] != 0, axis=0)
+    return tuple(int(max(1, np.ceil(np.linalg.norm(b) / spacing))) if periodic else 1
+                 for b, periodic in zip(reciprocal, crossed))
+
+
+def with_fermi_from_occupation(structure: DeepHStructure) -> DeepHStructure:
+    """``structure`` with its Fermi level from its electron count (``occupation``) when it has one — a prediction
+    on an overlap that knew the electrons —, else unchanged (a DFT structure keeps the code's own E_F)."""
+    if structure.occupation is None:
+        return structure
+    fermi = compute_dos(structure, kmesh=fermi_mesh(structure)).fermi_energy_eV
+    return replace(structure, fermi_energy_eV=float(fermi))

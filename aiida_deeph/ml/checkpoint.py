@@ -143,31 +143,53 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; not a model folder written by training")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorruptedFileError(f"{path}: invalid JSON ({exc})") from exc
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or UTF-8
+        raise CorruptedFileError(f"{path}: unreadable or corrupted JSON ({exc})") from exc
+    if not isinstance(content, dict):
+        raise CorruptedFileError(f"{path}: corrupted: not a JSON object")
+    return content
 
 
 def read_model_info(directory: str | os.PathLike) -> tuple[dict[str, Any], OrbitalBasis, dict[str, float]]:
     """(build_model config, basis, pair_cutoffs) of a model folder."""
     directory = Path(directory)
     config, basis = _read_json(directory / "config.json"), _read_json(directory / "basis.json")
-    return config["model"], basis_from_dict(basis), {k: float(v) for k, v in basis["pair_cutoffs"].items()}
+    try:
+        cutoffs = {str(k): float(v) for k, v in basis["pair_cutoffs"].items()}
+        model_config, orbital_basis = dict(config["model"]), basis_from_dict(basis)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptedFileError(f"{directory}: corrupted config.json or basis.json ({type(exc).__name__}: {exc})") \
+            from exc
+    if not all(np.isfinite(c) and c >= 0 for c in cutoffs.values()):
+        raise CorruptedFileError(f"{directory / 'basis.json'}: corrupted: pair cutoffs must be finite and ≥ 0")
+    return model_config, orbital_basis, cutoffs
+
+
+def read_model_files(directory: str | os.PathLike) -> tuple[dict[str, Any], OrbitalBasis, dict[str, torch.Tensor]]:
+    """(build_model config, basis, weights) of a model folder, the weights checked against config.json's sha256."""
+    directory = Path(directory)
+    model_config, basis, _ = read_model_info(directory)
+    weights = _load(directory / "weights.pt")
+    if content_digest(weights) != _read_json(directory / "config.json").get("weights_digest"):
+        raise CorruptedFileError(f"{directory / 'weights.pt'}: content does not match its sha256 in config.json")
+    return model_config, basis, weights
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
     """Rebuild the model of a folder written by :func:`export_model`, in eval mode, weights checked."""
     directory = Path(directory)
-    model_config, basis, _ = read_model_info(directory)
-    weights = _load(directory / "weights.pt")
-    if content_digest(weights) != _read_json(directory / "config.json")["weights_digest"]:
-        raise CorruptedFileError(f"{directory / 'weights.pt'}: content does not match its sha256 in config.json")
-    with default_dtype(dtype):
-        model = build_model(model_config, basis)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    model_config, basis, weights = read_model_files(directory)
+    try:
+        with default_dtype(dtype):
+            model = build_model(model_config, basis)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:  # a config that does not build
+        raise CorruptedFileError(f"{directory}: corrupted model folder: config.json, basis.json and weights.pt do not "
+                                 f"fit together ({type(exc).__name__}: {exc})") from exc
     # folders from before the target normalisation lack its buffers: their defaults are the identity
     missing = [key for key in missing if not key.startswith("head.normalization.")]
     if missing or unexpected:
-        raise RuntimeError(f"{directory / 'weights.pt'}: weights do not fit the model (missing {missing}, "
-                           f"unexpected {unexpected})")
+        raise CorruptedFileError(f"{directory / 'weights.pt'}: corrupted: weights do not fit the model (missing "
+                                 f"{missing}, unexpected {unexpected})")
     return model.to(device).eval()

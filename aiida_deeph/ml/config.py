@@ -4,7 +4,8 @@ Sections follow DeepH-pack's names; every key is optional except those marked *r
 
     [system]                      # SystemConfig: device, precision, seed, threads
     [data]                        # DataConfig: the preprocessed dataset, the outputs folder, the batch budget
-    [model]                       # build_model's flat config (see aiida_deeph.ml.models), e.g. model = "deeph2"
+    [model]                       # build_model's flat config (see aiida_deeph.ml.models), e.g. model = "deeph2";
+                                  # only the keys given are kept: build_model fills in the defaults
     [process.train]               # TrainConfig: loss, optimiser, schedule, EMA, checkpoints, walltime
     [process.infer]               # InferConfig: model folder, structure, overlap, output, chunk size
 
@@ -30,6 +31,7 @@ from .models import MODEL_DEFAULTS
 
 PRECISIONS = ("auto", "fp32", "fp64", "tf32", "bf16")
 LOSSES = ("mse", "mae", "huber")
+SCHEDULES = ("plateau", "cosine")
 
 
 class ConfigError(ValueError):
@@ -64,17 +66,21 @@ class TrainConfig:
     huber_delta: float = 0.01  # eV, where the Huber loss turns from quadratic to linear
     learning_rate: float = 1e-3  # AdamW
     weight_decay: float = 0.0  # AdamW (decoupled)
+    beta2: float = 0.999  # AdamW's second-moment decay; ≈ 0.95 follows the shrinking gradients of long fits faster
     warmup_steps: int = 0  # optimiser steps of linear learning-rate warm-up from 0
+    schedule: str = "plateau"  # one of SCHEDULES: plateau (plateau_* keys) or cosine (to min_learning_rate at the end)
     plateau_factor: float = 0.5  # ReduceLROnPlateau on the validation loss, after the warm-up
     plateau_patience: int = 10  # epochs without a relative improvement of plateau_threshold
     plateau_threshold: float = 1e-3
     plateau_cooldown: int = 0  # epochs to wait after a reduction
-    min_learning_rate: float = 1e-6  # floor of the reductions
+    min_learning_rate: float = 1e-6  # floor of the reductions; the end of the cosine
     grad_clip: float = 4.2  # max global gradient norm (DeepH-1's value); 0 disables clipping
     ema_decay: float = 0.0  # exponential moving average of the weights (e.g. 0.999); 0 disables it
     checkpoint_every: int = 1  # epochs between latest.pt saves (also saved at the end and on walltime)
     walltime_s: float = 0.0  # stop with exit status 4 when the next epoch would pass it; 0 = no limit
-    resume: bool = False  # continue from checkpoints/latest.pt when it exists
+    resume: bool = False  # continue from checkpoints/latest.pt when it exists (takes precedence over init_model)
+    init_model: str = ""  # fine-tune: a model/ folder whose architecture, weights and target normalisation start the
+    # run ([model] must then be empty or agree with it; its basis must cover the dataset's); the optimiser starts anew
     progress: bool = True  # in-epoch progress (tqdm on a terminal, else a line every 10 %)
 
 
@@ -93,7 +99,7 @@ class InferConfig:
 class Config:
     system: SystemConfig = field(default_factory=SystemConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"model": "deeph2"})
+    model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
 
@@ -107,7 +113,7 @@ class Config:
         }
 
 
-_PATHS = {"dataset_dir", "outputs_dir", "model_dir", "structure", "overlap_dir", "output_dir"}
+_PATHS = {"dataset_dir", "outputs_dir", "init_model", "model_dir", "structure", "overlap_dir", "output_dir"}
 
 
 def _has_type(value: Any, expected: type) -> bool:
@@ -143,7 +149,7 @@ def _check_model(values: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         valid = ", ".join(["model", *MODEL_DEFAULTS[name]])
         raise ConfigError(f"[model]: unknown key(s) {', '.join(unknown)} for model {name!r}; valid keys: {valid}")
-    return {"model": name, **values}
+    return dict(values)  # as given: an empty section stays empty, which fine-tuning tells apart from a restated one
 
 
 def _validate(config: Config) -> None:
@@ -154,6 +160,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"[system] device must be auto, cpu, cuda or cuda:N, not {device!r}")
     if config.train.loss not in LOSSES:
         raise ConfigError(f"[process.train] loss must be one of {', '.join(LOSSES)}")
+    if config.train.schedule not in SCHEDULES:
+        raise ConfigError(f"[process.train] schedule must be one of {', '.join(SCHEDULES)}")
     positive = {"[data] edges_per_batch": config.data.edges_per_batch,
                 "[process.train] learning_rate": config.train.learning_rate,
                 "[process.train] checkpoint_every": config.train.checkpoint_every,
@@ -163,6 +171,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must be positive, not {value}")
     if not 0.0 <= config.train.ema_decay < 1.0:
         raise ConfigError("[process.train] ema_decay must be in [0, 1)")
+    if not 0.0 < config.train.beta2 < 1.0:
+        raise ConfigError("[process.train] beta2 must be in (0, 1)")
     if not 0.0 < config.train.plateau_factor < 1.0:
         raise ConfigError("[process.train] plateau_factor must be in (0, 1)")
 

@@ -211,7 +211,7 @@ def preprocess(sources: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     paths = find_sources(sources)
     if not paths:
         raise DatasetError("no structures given")
-    jobs = [(n, str(path.resolve()), str(out_dir)) for n, path in enumerate(paths)]
+    jobs = [(n, str(path), str(out_dir)) for n, path in enumerate(paths)]  # as given: reruns hash alike
     out_dir.mkdir(parents=True, exist_ok=True)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -260,13 +260,15 @@ class GraphDataset:
                  device: str | torch.device = "cpu") -> None:
         self.directory = Path(directory)
         try:
-            self.meta = json.loads((self.directory / "dataset.json").read_text())
-            self.splits = json.loads((self.directory / "split.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            self.meta = json.loads((self.directory / "dataset.json").read_text(encoding="utf-8"))
+            self.splits = json.loads((self.directory / "split.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: invalid JSON or UTF-8
             raise DatasetError(f"{self.directory}: not a dataset folder (run preprocess first): {exc}") from exc
+        if not isinstance(self.meta, dict) or not isinstance(self.splits, dict):
+            raise DatasetError(f"{self.directory}: dataset.json and split.json must each hold a JSON object")
         if self.meta.get("format") != FORMAT:
             raise DatasetError(f"{self.directory}: dataset format {self.meta.get('format')}, expected {FORMAT}")
-        if _checksum(self.meta, self.splits) != self.meta["checksum"]:
+        if _checksum(self.meta, self.splits) != self.meta.get("checksum"):
             raise CorruptedFileError(f"{self.directory}: dataset.json or split.json was modified (checksum mismatch)")
         self.basis = basis_from_dict(self.meta["basis"])
         self.pair_cutoffs: dict[str, float] = self.meta["pair_cutoffs"]

@@ -1,16 +1,22 @@
 """Bloch matrices H(k), S(k) as scipy CSR, assembled from a :class:`~aiida_deeph.io.BlockMatrix` without loops.
 
-X(k) = Σ_R e^{2πi k·R} X(R) with k fractional. Every stored entry of the block matrix lands at a fixed (row, col)
-of X(k) whatever k is; only its phase changes. :class:`BlockPattern` therefore sorts the entries into CSR order
-once per structure (entries of different R that land on the same (row, col) become one CSR slot) and
-:meth:`BlockPattern.at_k` is then a gather, a multiply and (if slots are shared) a segmented sum.
+X(k) = Σ_R e^{2πi k·R} X(R) with k fractional. Every block lands on fixed rows and columns of X(k) whatever k is;
+only its phase changes. :class:`BlockPattern` works the CSR layout out once per structure from per-block numbers
+alone: all rows of one atom (and spin) hold the same runs of columns, one run of n_j columns per neighbour j, so
+entry (a, b) of a block sits at ``indptr[first row + a] + run start + b``. :meth:`BlockPattern.at_k` writes each
+block times its phase straight to those positions, chunk by chunk; blocks of several R on the same (i, j) share a
+run and are added up, in the order of the block matrix. Besides the CSR column indices, shared by every X(k) and by
+H and S when they have the same pairs, nothing is kept per entry: 4 bytes per nonzero, not the 16 of a permuted copy
+of the entries with their pair numbers, and no argsort of 10⁸–10⁹ keys to build it.
 
 Spinful operators use the spin-major global layout: orbital o of spin s is row s·N + o (N = spinless orbital
-count), matching the (2n_i, 2n_j) spin-major blocks. The overlap is stored spinless and is doubled as I₂ ⊗ S(k).
+count), matching the (2n_i, 2n_j) spin-major blocks; each spin quarter of a block is a tile of its own. The overlap
+is stored spinless and is doubled as I₂ ⊗ S(k).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,44 +32,96 @@ def _index_dtype(*sizes: int) -> type[np.signedinteger]:
 
 
 @dataclass(frozen=True, eq=False)
+class _Tiles:
+    """Tiles of one shape (rows, cols) and one layer (the rank of their pair among pairs on the same (i, j))."""
+
+    rows: int
+    cols: int
+    pair: np.ndarray  # (T,) atom pair of each tile
+    source: np.ndarray  # (T,) flat index of the tile's first entry in the block matrix
+    stride: int  # entries between two rows of a tile in the block matrix (the block's width)
+    first_row: np.ndarray  # (T,) global row of the tile's first row
+    run_start: np.ndarray  # (T,) position of the tile's columns inside each of its CSR rows
+
+    @property
+    def contiguous(self) -> bool:
+        """Whether the tiles are whole blocks stored one after the other (spinless, one element pair, no shared
+        slots): their entries are then a slice, not a gather."""
+        return self.stride == self.cols and bool(np.all(np.diff(self.source) == self.rows * self.cols))
+
+
+@dataclass(frozen=True, eq=False)
 class BlockPattern:
     """The CSR layout of one block matrix, computed once; :meth:`at_k` fills in the phases."""
 
     shape: tuple[int, int]
     indptr: np.ndarray
     indices: np.ndarray
-    values: np.ndarray  # the block entries, permuted into CSR order
-    pair: np.ndarray  # the atom-pair index of each value, to look up its phase
-    slot_starts: np.ndarray | None  # first value of each CSR slot; None when no two values share a slot
+    entries: np.ndarray  # the block matrix's own entries (not copied)
+    layers: list[list[_Tiles]]  # layer 0 writes every slot once; later layers add the other R of shared slots
     cell_shifts: np.ndarray  # (P, 3) R of each atom pair
 
     @classmethod
     def build(cls, matrix: BlockMatrix, offsets: np.ndarray, norbitals: int, spinful: bool) -> "BlockPattern":
         """``offsets``: first spinless orbital of each atom; ``spinful``: blocks are spin-major (2n_i, 2n_j)."""
-        size = (2 if spinful else 1) * norbitals
-        keys = _global_keys(matrix, np.asarray(offsets, dtype=np.int64), norbitals, spinful)
-        order = np.argsort(keys)
-        keys = keys[order]
-        values = matrix.entries[order]
-        # the pair of an entry is found from its position in the flat entries, i.e. from chunk_boundaries
-        pair = (np.searchsorted(matrix.chunk_boundaries, order, side="right") - 1).astype(_index_dtype(len(matrix)))
-        del order
-        new_slot = np.empty(len(keys), dtype=bool)
-        new_slot[:1] = True
-        np.not_equal(keys[1:], keys[:-1], out=new_slot[1:])
-        slot_starts = np.flatnonzero(new_slot)
-        del new_slot
-        unique = keys[slot_starts]
-        index_dtype = _index_dtype(size, len(unique))
-        indices = (unique % size).astype(index_dtype)
-        indptr = np.searchsorted(unique // size, np.arange(size + 1)).astype(index_dtype)
-        shared = len(slot_starts) < len(keys)
-        return cls((size, size), indptr, indices, values, pair, slot_starts if shared else None,
-                   matrix.atom_pairs[:, :3].copy())
+        spin = 2 if spinful else 1
+        size = spin * norbitals
+        offsets = np.asarray(offsets, dtype=np.int64)
+        pairs = matrix.atom_pairs
+        height, width = matrix.chunk_shapes[:, 0] // spin, matrix.chunk_shapes[:, 1] // spin
+        # one tile per pair and spin quarter (s, t): rows s·N + off_i.., columns t·N + off_j..
+        quarter_s, quarter_t = np.divmod(np.arange(spin * spin), spin)
+        pair = np.repeat(np.arange(len(pairs)), spin * spin)
+        s, t = np.tile(quarter_s, len(pairs)), np.tile(quarter_t, len(pairs))
+        first_row = s * norbitals + offsets[pairs[pair, 3]]
+        first_column = t * norbitals + offsets[pairs[pair, 4]]
+        # runs: distinct (first row, first column), ordered by column inside each row group
+        order = np.lexsort((first_column, first_row))
+        rows_sorted, columns_sorted = first_row[order], first_column[order]
+        new_run = np.ones(len(order), dtype=bool)
+        new_run[1:] = (rows_sorted[1:] != rows_sorted[:-1]) | (columns_sorted[1:] != columns_sorted[:-1])
+        run_index = np.cumsum(new_run) - 1
+        firsts = np.flatnonzero(new_run)
+        run_row, run_column, run_width = rows_sorted[firsts], columns_sorted[firsts], width[pair[order[firsts]]]
+        new_group = np.ones(len(firsts), dtype=bool)
+        new_group[1:] = run_row[1:] != run_row[:-1]
+        group_first = np.flatnonzero(new_group)
+        group_of_run = np.cumsum(new_group) - 1
+        run_end = np.cumsum(run_width)
+        run_start = run_end - run_width - (run_end - run_width)[group_first][group_of_run]
+        group_length = np.add.reduceat(run_width, group_first) if len(firsts) else np.zeros(0, np.int64)
+        group_row, group_height = run_row[group_first], height[pair[order[firsts[group_first]]]]
+        indptr, indices = _csr_structure(size, group_row, group_height, group_length, run_column, run_width,
+                                         group_first)
+        # tiles: each one's run start, and its rank among the tiles of the same run (pair order: a stable sort)
+        tile_run = np.empty(len(order), dtype=np.int64)
+        tile_run[order] = run_index
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order)) - firsts[run_index]
+        source = (matrix.chunk_boundaries[pair] + s * height[pair] * (spin * width[pair]) + t * width[pair])
+        layers = []
+        for layer in range(int(rank.max(initial=-1)) + 1):
+            layers.append([])
+            in_layer = rank == layer
+            shapes = np.unique(np.column_stack([height[pair], width[pair]])[in_layer], axis=0)
+            for rows, cols in shapes:
+                chosen = np.flatnonzero(in_layer & (height[pair] == rows) & (width[pair] == cols))
+                layers[-1].append(_Tiles(int(rows), int(cols), pair[chosen], source[chosen], spin * int(cols),
+                                         first_row[chosen], run_start[tile_run[chosen]]))
+        return cls((size, size), indptr, indices, matrix.entries, layers, pairs[:, :3].copy())
+
+    def with_entries(self, matrix: BlockMatrix) -> "BlockPattern":
+        """The same layout for another block matrix of the same pairs and shapes (e.g. S beside H)."""
+        return dataclasses.replace(self, entries=matrix.entries)
 
     @property
     def nnz(self) -> int:
         return len(self.indices)
+
+    @property
+    def shared_slots(self) -> bool:
+        """Whether blocks of several R land on the same (i, j) and are summed."""
+        return len(self.layers) > 1
 
     def phases(self, kpoint: np.ndarray) -> np.ndarray:
         """e^{2πi k·R} per atom pair; real (±1) at k-points where every k·R is a multiple of ½."""
@@ -73,50 +131,60 @@ class BlockPattern:
     def at_k(self, kpoint: np.ndarray) -> sp.csr_matrix:
         """X(k) as CSR; float64 when both the entries and the phases are real (e.g. at Γ), else complex128."""
         phase = self.phases(kpoint)
-        dtype = np.result_type(self.values.dtype, phase.dtype)
-        data = np.empty(self.nnz, dtype=dtype)
-        if self.slot_starts is None:
-            for start in range(0, len(self.values), _CHUNK):
-                stop = start + _CHUNK
-                np.multiply(self.values[start:stop], phase[self.pair[start:stop]], out=data[start:stop])
-        else:
-            # chunks are cut at slot boundaries so that a segmented sum never spans two chunks
-            cuts = np.searchsorted(self.slot_starts, np.arange(0, len(self.values), _CHUNK))
-            cuts = np.unique(np.append(cuts, self.nnz))
-            for first, last in zip(cuts[:-1], cuts[1:]):
-                start = self.slot_starts[first]
-                stop = self.slot_starts[last] if last < self.nnz else len(self.values)
-                product = self.values[start:stop] * phase[self.pair[start:stop]]
-                data[first:last] = np.add.reduceat(product, self.slot_starts[first:last] - start)
+        data = np.empty(self.nnz, dtype=np.result_type(self.entries.dtype, phase.dtype))
+        for layer, groups in enumerate(self.layers):
+            for tiles in groups:
+                self._write(data, tiles, phase, add=layer > 0)
         return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
 
+    def _write(self, data: np.ndarray, tiles: _Tiles, phase: np.ndarray, add: bool) -> None:
+        """data[positions of the tiles] (+)= their entries × their pair's phase, a chunk of tiles at a time."""
+        rows, cols = np.arange(tiles.rows), np.arange(tiles.cols)
+        step = max(1, _CHUNK // max(1, tiles.rows * tiles.cols))
+        contiguous = tiles.contiguous
+        for start in range(0, len(tiles.pair), step):
+            part = slice(start, start + step)
+            if contiguous:
+                first = tiles.source[start]
+                count = len(tiles.source[part]) * tiles.rows * tiles.cols
+                entries = self.entries[first : first + count].reshape(-1, tiles.rows, tiles.cols)
+            else:
+                entries = self.entries[tiles.source[part, None, None] + (rows * tiles.stride)[:, None] + cols]
+            target = (self.indptr[tiles.first_row[part, None] + rows] + tiles.run_start[part, None])[:, :, None] + cols
+            values = entries * phase[tiles.pair[part], None, None]
+            if add:
+                data[target] += values
+            else:
+                data[target] = values
 
-def _global_keys(matrix: BlockMatrix, offsets: np.ndarray, norbitals: int, spinful: bool) -> np.ndarray:
-    """row · size + col of every stored entry, in the order of ``matrix.entries``."""
-    spin = 2 if spinful else 1
-    size = spin * norbitals
-    sizes = np.diff(matrix.chunk_boundaries)
-    keys = np.empty(len(matrix.entries), dtype=np.int64)
-    # chunk over atom pairs so that the per-entry temporaries stay small
-    pair_cuts = np.unique(np.append(np.searchsorted(matrix.chunk_boundaries, np.arange(0, keys.size, _CHUNK)),
-                                    len(matrix)))
-    for first, last in zip(pair_cuts[:-1], pair_cuts[1:]):
-        start, stop = matrix.chunk_boundaries[first], matrix.chunk_boundaries[last]
-        count = sizes[first:last]
-        local = np.arange(stop - start) - np.repeat(matrix.chunk_boundaries[first:last] - start, count)
-        ncols = np.repeat(matrix.chunk_shapes[first:last, 1], count)
-        a, b = np.divmod(local, ncols)
-        del local
-        i = np.repeat(matrix.atom_pairs[first:last, 3], count)
-        j = np.repeat(matrix.atom_pairs[first:last, 4], count)
-        row, col = offsets[i] + a, offsets[j] + b
-        if spinful:  # spin-major block → spin-major global index
-            n_i = np.repeat(matrix.chunk_shapes[first:last, 0] // 2, count)
-            n_j = ncols // 2
-            row += (a // n_i) * (norbitals - n_i)
-            col += (b // n_j) * (norbitals - n_j)
-        keys[start:stop] = row * size + col
-    return keys
+
+def _csr_structure(size: int, group_row: np.ndarray, group_height: np.ndarray, group_length: np.ndarray,
+                   run_column: np.ndarray, run_width: np.ndarray, group_first: np.ndarray) -> tuple[np.ndarray, ...]:
+    """indptr and column indices: every row of a group (an atom and spin) holds the group's runs of columns."""
+    row_length = np.zeros(size, dtype=np.int64)
+    rows = np.repeat(group_row, group_height) + _ranges(group_height)
+    row_length[rows] = np.repeat(group_length, group_height)
+    indptr = np.concatenate([[0], np.cumsum(row_length)])
+    index_dtype = _index_dtype(size, indptr[-1])
+    # the columns of each group, runs expanded, one group after the other
+    columns = (np.repeat(run_column, run_width) + _ranges(run_width)).astype(index_dtype)
+    group_start = np.concatenate([[0], np.cumsum(group_length)])[:-1]
+    row_group = np.full(size, -1, dtype=np.int64)
+    row_group[rows] = np.repeat(np.arange(len(group_row)), group_height)
+    indices = np.empty(indptr[-1], dtype=index_dtype)
+    # rows in chunks of about _CHUNK entries: the int64 gather index stays small
+    cuts = np.unique(np.append(np.searchsorted(indptr, np.arange(0, indptr[-1], _CHUNK)), size))
+    for first, last in zip(np.append(0, cuts[:-1]), cuts):
+        lengths = row_length[first:last]
+        start = np.repeat(group_start[row_group[first:last]], lengths)
+        indices[indptr[first] : indptr[last]] = columns[start + _ranges(lengths)]
+    return indptr.astype(index_dtype), indices
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(n) for n in lengths]) without the Python loop."""
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths, lengths)
 
 
 class BlochOperators:
@@ -126,18 +194,28 @@ class BlochOperators:
         if structure.hamiltonian is None or structure.overlap is None:
             raise ValueError("Bloch matrices need both the Hamiltonian and the overlap")
         offsets, norbitals = structure.orbital_offsets(), structure.norbitals
-        first = structure.hamiltonian.atom_pairs[0]
-        self.spinful = bool(structure.hamiltonian.chunk_shapes[0, 0] == 2 * structure.orbitals_per_atom()[first[3]])
-        self.hamiltonian = BlockPattern.build(structure.hamiltonian, offsets, norbitals, self.spinful)
-        self.overlap = BlockPattern.build(structure.overlap, offsets, norbitals, spinful=False)
+        hamiltonian, overlap = structure.hamiltonian, structure.overlap
+        first = hamiltonian.atom_pairs[0]
+        self.spinful = bool(hamiltonian.chunk_shapes[0, 0] == 2 * structure.orbitals_per_atom()[first[3]])
+        self.hamiltonian = BlockPattern.build(hamiltonian, offsets, norbitals, self.spinful)
+        if not self.spinful and _same_blocks(hamiltonian, overlap):  # the usual case: H predicted on S's pairs
+            self.overlap = self.hamiltonian.with_entries(overlap)
+        else:
+            self.overlap = BlockPattern.build(overlap, offsets, norbitals, spinful=False)
 
     @property
     def size(self) -> int:
         return self.hamiltonian.shape[0]
 
     def at_k(self, kpoint: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """(H(k), S(k)) in eV; S(k) is doubled to I₂ ⊗ S(k) for a spinful Hamiltonian."""
+        """(H(k), S(k)) in eV; S(k) is doubled to I₂ ⊗ S(k) for a spinful Hamiltonian. When H and S have the same
+        pairs, the two matrices share their index arrays (and H − σS can reuse them)."""
         hk, sk = self.hamiltonian.at_k(kpoint), self.overlap.at_k(kpoint)
         if self.spinful:
             sk = sp.block_diag((sk, sk), format="csr")
         return hk, sk
+
+
+def _same_blocks(first: BlockMatrix, second: BlockMatrix) -> bool:
+    return (np.array_equal(first.atom_pairs, second.atom_pairs)
+            and np.array_equal(first.chunk_shapes, second.chunk_shapes))

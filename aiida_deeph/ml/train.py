@@ -1,8 +1,15 @@
-"""The training engine: masked losses on H blocks, AdamW, warm-up + plateau schedule, EMA, checkpoints, torchrun.
+"""The training engine: masked losses on H blocks, AdamW, warm-up + plateau or cosine schedule, EMA, checkpoints,
+torchrun.
 
 Before the first epoch the model head's target normalisation (per pair type, on-/off-site and output irrep: shift,
 scale and distance decay, :func:`.wigner_eckart.fit_output_normalization`) is fitted to the training targets; it
 is part of the ``state_dict``, so checkpoints and the exported model carry it.
+
+Fine-tuning (``[process.train] init_model``, a ``model/`` folder of an earlier run): the parent's architecture,
+weights and target normalisation (kept, not refitted) start the run; the optimiser, schedule and EMA start anew.
+``[model]`` must be empty or agree with the parent's config, and the parent's basis must cover the dataset's (same
+shells for each of its elements): the graphs are then read in the parent's basis, whose element and pair-type
+indices the weights were trained with. A resume from ``latest.pt`` takes precedence over ``init_model``.
 
 One optimiser step is one batch of structures (an edge budget, :mod:`.dataset`); the loss is the sum over the
 masked H entries of the batch divided by their count (MSE, MAE or Huber, eV). Under ``torchrun`` every rank
@@ -29,6 +36,7 @@ or :data:`EXIT_WALLTIME` (the next epoch would pass ``walltime_s``: ``latest.pt`
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import csv
@@ -49,11 +57,20 @@ import torch.distributed as dist
 from torch import nn
 
 from ..io.atomic_write import write_text
-from .checkpoint import export_model, load_checkpoint, load_model, rng_state, save_checkpoint, set_rng_state
+from .basis import OrbitalBasis
+from .checkpoint import (
+    export_model,
+    load_checkpoint,
+    load_model,
+    read_model_info,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import Config, ConfigError, Precision, default_dtype, resolve_device
 from .dataset import DatasetError, GraphDataset
 from .graph import CrystalGraph
-from .models import build_model
+from .models import MODEL_DEFAULTS, build_model
 from .wigner_eckart import fit_output_normalization
 
 EXIT_OK, EXIT_NAN, EXIT_WALLTIME = 0, 3, 4
@@ -101,17 +118,15 @@ class Stats:
 
 
 # --- schedule and EMA ---------------------------------------------------------------------------------------------------
-class WarmupPlateau:
-    """lr = base · ramp · scale: the ramp rises linearly over the first ``warmup_steps`` optimiser steps; after
-    it, ``scale`` is multiplied by ``factor`` (floored at ``min_lr``) when the monitored loss has not improved by a
-    relative ``threshold`` for more than ``patience`` epochs, then waits ``cooldown`` epochs (torch's
-    ReduceLROnPlateau rule). One object so that a single plain state dict restores both."""
+class WarmupSchedule(abc.ABC):
+    """lr = max(base · scale, min_lr) · ramp: the ramp rises linearly over the first ``warmup_steps`` optimiser
+    steps; subclasses set ``scale`` after each epoch. One object so that a single plain state dict restores it."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, factor: float,
-                 patience: int, threshold: float, cooldown: int, min_lr: float) -> None:
-        self.optimizer, self.base_lr, self.warmup_steps = optimizer, base_lr, warmup_steps
-        self.factor, self.patience, self.threshold, self.cooldown, self.min_lr = factor, patience, threshold, cooldown, min_lr
-        self.steps, self.scale, self.best, self.bad_epochs, self.cooldown_left = 0, 1.0, math.inf, 0, 0
+    STATE: tuple[str, ...] = ("steps", "scale")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, min_lr: float) -> None:
+        self.optimizer, self.base_lr, self.warmup_steps, self.min_lr = optimizer, base_lr, warmup_steps, min_lr
+        self.steps, self.scale = 0, 1.0
         self._apply()
 
     @property
@@ -126,6 +141,32 @@ class WarmupPlateau:
     def step_batch(self) -> None:
         self.steps += 1
         self._apply()
+
+    @abc.abstractmethod
+    def step_epoch(self, loss: float) -> None:
+        """After each epoch, with the monitored (validation) loss."""
+
+    def state_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._apply()
+
+
+class WarmupPlateau(WarmupSchedule):
+    """After the warm-up, ``scale`` is multiplied by ``factor`` when the monitored loss has not improved by a
+    relative ``threshold`` for more than ``patience`` epochs, then waits ``cooldown`` epochs (torch's
+    ReduceLROnPlateau rule)."""
+
+    STATE = ("steps", "scale", "best", "bad_epochs", "cooldown_left")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, factor: float,
+                 patience: int, threshold: float, cooldown: int, min_lr: float) -> None:
+        self.factor, self.patience, self.threshold, self.cooldown = factor, patience, threshold, cooldown
+        self.best, self.bad_epochs, self.cooldown_left = math.inf, 0, 0
+        super().__init__(optimizer, base_lr, warmup_steps, min_lr)
 
     def step_epoch(self, loss: float) -> None:
         if self.steps < self.warmup_steps:
@@ -142,12 +183,22 @@ class WarmupPlateau:
             self.cooldown_left, self.bad_epochs = self.cooldown, 0
             self._apply()
 
-    def state_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in ("steps", "scale", "best", "bad_epochs", "cooldown_left")}
 
-    def load_state_dict(self, state: Mapping[str, float]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
+class WarmupCosine(WarmupSchedule):
+    """After epoch e of ``epochs``, lr = min_lr + ½ (base − min_lr)(1 + cos(π e / epochs)): a smooth decay to
+    ``min_lr`` at the last epoch, whatever the losses (long memorisation runs, where plateaus are rare and noisy)."""
+
+    STATE = ("steps", "scale", "epochs_done")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, epochs: int,
+                 min_lr: float) -> None:
+        self.epochs, self.epochs_done = epochs, 0
+        super().__init__(optimizer, base_lr, warmup_steps, min_lr)
+
+    def step_epoch(self, loss: float) -> None:
+        self.epochs_done += 1
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(self.epochs_done, self.epochs) / self.epochs))
+        self.scale = (self.min_lr + (self.base_lr - self.min_lr) * cosine) / self.base_lr
         self._apply()
 
 
@@ -237,6 +288,25 @@ def _progress(items: Sequence, label: str, enabled: bool) -> Iterable:
     return lines()
 
 
+# --- fine-tuning ---------------------------------------------------------------------------------------------------------
+def check_parent_architecture(section: Mapping[str, Any], parent: Mapping[str, Any], path: str) -> None:
+    """``[model]`` must be empty or agree with the parent's config in every key it sets (it cannot change it)."""
+    resolved = {**MODEL_DEFAULTS[parent["model"]], **parent}
+    differ = {key: value for key, value in section.items() if resolved.get(key) != value}
+    if differ:
+        given = ", ".join(f"{key} = {value!r} (parent: {resolved.get(key)!r})" for key, value in differ.items())
+        raise ConfigError(f"[process.train] init_model = {path} fixes the architecture: leave [model] empty or "
+                          f"equal to the parent's; it sets {given}")
+
+
+def check_parent_basis(parent: OrbitalBasis, basis: OrbitalBasis, path: str) -> None:
+    """The parent's basis must hold every element of the dataset with the same shells (and the same spin)."""
+    covered = parent.spinful == basis.spinful and all(parent.shells.get(el) == ls for el, ls in basis.shells.items())
+    if not covered:
+        raise ConfigError(f"[process.train] init_model = {path}: its basis {parent} does not cover the dataset's "
+                          f"{basis}; fine-tuning needs the same shells for every element of the dataset")
+
+
 # --- the engine ------------------------------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, config: Config, processes: Processes) -> None:
@@ -259,10 +329,10 @@ class Trainer:
         self.train_set, self.val_set, self.test_set = (self.dataset.split(s) for s in ("train", "val", "test"))
         if not self.train_set:
             raise DatasetError(f"{config.data.dataset_dir}: the training split is empty")
-        with default_dtype(self.precision.dtype):
-            self.model = build_model(config.model, self.dataset.basis).to(self.device)
+        self.pair_cutoffs = dict(self.dataset.pair_cutoffs)  # of every element pair the exported model knows
+        self.model = self._initial_model()
         resuming = train.resume and (Path(config.data.outputs_dir) / "checkpoints" / "latest.pt").is_file()
-        if processes.rank == 0 and not resuming:  # a resume restores them with the weights
+        if processes.rank == 0 and not resuming and not train.init_model:  # else restored with the weights
             fit_output_normalization(self.model.head, lambda: (self.dataset[i] for i in self.train_set))
         if processes.world_size > 1:  # identical starting weights on every rank, whatever each RNG did
             for tensor in self.model.state_dict().values():
@@ -270,10 +340,9 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         for p in self.params:  # zero (not absent) gradients: AdamW treats all parameters alike on every rank
             p.grad = torch.zeros_like(p)
-        self.optimizer = torch.optim.AdamW(self.params, lr=train.learning_rate, weight_decay=train.weight_decay)
-        self.scheduler = WarmupPlateau(self.optimizer, train.learning_rate, train.warmup_steps, train.plateau_factor,
-                                       train.plateau_patience, train.plateau_threshold, train.plateau_cooldown,
-                                       train.min_learning_rate)
+        self.optimizer = torch.optim.AdamW(self.params, lr=train.learning_rate, betas=(0.9, train.beta2),
+                                           weight_decay=train.weight_decay)
+        self.scheduler = self._schedule()
         self.ema = EMA(self.model, train.ema_decay) if train.ema_decay else None
         self.epoch, self.step = 0, 0
         self.best: dict[str, Any] | None = None  # snapshot of the best epoch's state, flushed with latest.pt
@@ -284,6 +353,29 @@ class Trainer:
         self.epoch_times: list[float] = []
         if train.resume and (self.checkpoints / "latest.pt").is_file():
             self._restore()
+
+    def _initial_model(self) -> nn.Module:
+        """A new model for the dataset's basis, or the parent of ``init_model`` (module docstring)."""
+        config, path = self.config, self.config.train.init_model
+        if not path:
+            with default_dtype(self.precision.dtype):
+                return build_model(config.model, self.dataset.basis).to(self.device)
+        parent_config, parent_basis, parent_cutoffs = read_model_info(path)
+        check_parent_architecture(config.model, parent_config, path)
+        check_parent_basis(parent_basis, self.dataset.basis, path)
+        self.dataset.basis = parent_basis  # graph files are basis-independent: no graph has been read yet
+        for pair, cutoff in parent_cutoffs.items():
+            self.pair_cutoffs[pair] = max(cutoff, self.pair_cutoffs.get(pair, 0.0))
+        return load_model(path, self.device, self.precision.dtype)
+
+    def _schedule(self) -> WarmupSchedule:
+        train = self.config.train
+        if train.schedule == "cosine":
+            return WarmupCosine(self.optimizer, train.learning_rate, train.warmup_steps, train.max_epochs,
+                                train.min_learning_rate)
+        return WarmupPlateau(self.optimizer, train.learning_rate, train.warmup_steps, train.plateau_factor,
+                             train.plateau_patience, train.plateau_threshold, train.plateau_cooldown,
+                             train.min_learning_rate)
 
     # --- state ---
     @property
@@ -363,7 +455,7 @@ class Trainer:
 
     def export(self, best: Mapping[str, Any], extra: Mapping[str, Any] = ()) -> None:
         weights = best["ema"] if best["ema"] is not None else best["model"]
-        export_model(self.model, self.out / "model", self.dataset.pair_cutoffs,
+        export_model(self.model, self.out / "model", self.pair_cutoffs,
                      {"epoch": best["epoch"], **best["metrics"], **dict(extra)}, state_dict=weights)
 
     def _write_run_info(self) -> None:
@@ -435,7 +527,8 @@ class Trainer:
         if self.is_main:
             self._write_run_info()
         self.write_metrics("running")
-        self.log(f"{self.model.config['model']}: {sum(p.numel() for p in self.params)} parameters, "
+        parent = f", initialised from {cfg.train.init_model}" if cfg.train.init_model and not self.epoch else ""
+        self.log(f"{self.model.config['model']}: {sum(p.numel() for p in self.params)} parameters{parent}, "
                  f"{len(self.train_set)}/{len(self.val_set)}/{len(self.test_set)} train/val/test structures, "
                  f"{self.procs.world_size} process(es) on {self.device}, precision {cfg.system.precision}")
         while self.epoch < cfg.train.max_epochs:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 from aiida import orm
 
 from aiida_deeph.calculations.bands import BANDS
+from aiida_deeph.io.deeph_format import H5_ERRORS
 
 from .ml_base import MLParser
 
@@ -22,6 +25,16 @@ class BandsParser(MLParser):
             self.retrieved.base.repository.list_object_names() else set()
         if "band.h5" not in names:
             return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=f"{BANDS}/band.h5")
+        try:
+            parameters = self._read_outputs(names)
+        except H5_ERRORS as exc:
+            return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(
+                message=f"the files in {BANDS}/ are unreadable ({type(exc).__name__}: {exc})")
+        self.out("output_parameters", orm.Dict(parameters))
+        return None
+
+    def _read_outputs(self, names: set[str]) -> dict:
+        """Attach bands, DOS and plots from band.h5 (and dos.h5); returns the output parameters."""
         with self.retrieved.base.repository.open(f"{BANDS}/band.h5", "rb") as handle, h5py.File(handle, "r") as h5:
             fermi = float(h5["fermi_energy_before_shift_eV"][()])
             energies = np.asarray(h5["band_data"][()]).T + fermi  # absolute eV, (nk, nbands)
@@ -51,8 +64,9 @@ class BandsParser(MLParser):
                     else str(h5["method"][()])
             self.out("dos", dos)
             self.out("dos_plot", self._file("dos.png"))
-        self.out("output_parameters", orm.Dict(parameters))
-        return None
+        if "validation.json" in names:
+            parameters.update(json.loads(self.retrieved.base.repository.get_object_content(f"{BANDS}/validation.json")))
+        return parameters
 
     def _file(self, name: str) -> orm.SinglefileData:
         with self.retrieved.base.repository.open(f"{BANDS}/{name}", "rb") as handle:

@@ -9,6 +9,7 @@ from aiida.parsers import Parser
 
 from aiida_deeph.data.hamiltonian import HamiltonianData
 from aiida_deeph.io import cp2k as cp2k_io
+from aiida_deeph.io.deeph_format import DeepHFormatError
 
 
 class DeepHCp2kParser(Parser):
@@ -33,7 +34,10 @@ class DeepHCp2kParser(Parser):
         if output.aborted:
             self.logger.error(output.aborted)
             return self.exit_codes.ERROR_OUTPUT_CONTAINS_ABORT
-        if not output.finished:
+        if not output.finished:  # killed from outside: by the scheduler for walltime, or cancelled
+            walltime = self.node.process_class.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+            if self.node.exit_status == walltime:
+                return self.exit_codes.ERROR_OUT_OF_WALLTIME
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE
         if retrieved_temporary_folder is None or not output.images:
             self.out("output_parameters", orm.Dict(parameters))
@@ -49,7 +53,7 @@ class DeepHCp2kParser(Parser):
             self.logger.error(str(exc))
             self.out("output_parameters", orm.Dict(parameters))
             return self.exit_codes.ERROR_MATRICES_MISSING
-        except cp2k_io.Cp2kOutputError as exc:
+        except (DeepHFormatError, OSError) as exc:
             self.out("output_parameters", orm.Dict(parameters))
             return self.exit_codes.ERROR_MATRICES_CORRUPT.format(message=str(exc))
         parameters.update(diagnostics)

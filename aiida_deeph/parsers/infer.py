@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiida_deeph.calculations.infer import PREDICTION
 from aiida_deeph.data.hamiltonian import HamiltonianData
 
@@ -20,8 +18,5 @@ class InferParser(MLParser):
         settings = self.node.inputs.settings.get_dict() if "settings" in self.node.inputs else {}
         if settings.get("keep_remote"):
             return None
-        folder = Path(retrieved_temporary_folder or "") / PREDICTION
-        if not (folder / "hamiltonian.h5").is_file():
-            return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=f"{PREDICTION}/hamiltonian.h5")
-        self.out("hamiltonian", HamiltonianData(folder=folder))
-        return None
+        return self.folder_output(retrieved_temporary_folder, PREDICTION, "hamiltonian.h5", "hamiltonian",
+                                  lambda folder: HamiltonianData(folder=folder))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+from aiida import orm
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
@@ -36,4 +40,18 @@ class MLParser(Parser):
         if "Traceback" in errors or "error:" in lowered:
             last = [line for line in errors.strip().splitlines() if line.strip()][-1]
             return self.exit_codes.ERROR_ENGINE_FAILED.format(message=last)
+        return None
+
+    def folder_output(self, temporary_folder: str | None, folder_name: str, marker: str, port: str,
+                      make_node: Callable[[Path], orm.Data]) -> ExitCode | None:
+        """Output ``port`` = ``make_node(folder)`` for a retrieved engine output folder holding ``marker``; 303 when
+        the marker is missing or the folder is unreadable (the node class's own checks raise ValueError)."""
+        folder = Path(temporary_folder or "") / folder_name
+        if not (folder / marker).is_file():
+            return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=f"{folder_name}/{marker}")
+        try:
+            node = make_node(folder)
+        except ValueError as exc:  # DeepHFormatError and the data classes' checks
+            return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=f"{folder_name} is unreadable: {exc}")
+        self.out(port, node)
         return None

@@ -5,18 +5,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from aiida_deeph.calculations.lcao import atom_symbols
 from aiida_deeph.calculations.openmx import OVERLAP_FILES, SYSTEM_NAME
 from aiida_deeph.io.conventions import to_standard
 from aiida_deeph.io.deeph_format import BlockMatrix, DeepHStructure
+from aiida_deeph.io.legacy_format import read_legacy_blocks
 from aiida_deeph.io.openmx import OpenMXFormatError, openmx_to_deeph, read_openmx_out
 from aiida_deeph.io.units import OPENMX_HARTREE_TO_EV
 from aiida_deeph.parsers.lcao import LcaoParser, OutputMissing, last_number
 
-LEGACY_KEY = re.compile(r"\[\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*(\d+),\s*(\d+)\s*\]")
 FINISHED = "The calculation was normally finished."
 
 
@@ -66,14 +65,8 @@ class DeepHOpenmxParser(LcaoParser):
         shells = {el: self.node.inputs.orbitals[el].shells for el in dict.fromkeys(species)}
         blocks = {}
         for path in files:
-            with h5py.File(path, "r") as handle:
-                for key, dataset in handle.items():
-                    match = LEGACY_KEY.fullmatch(key)
-                    if not match:
-                        raise OpenMXFormatError(f"{path.name}: dataset {key!r} is not an '[Rx, Ry, Rz, i, j]' key")
-                    rx, ry, rz, i, j = (int(x) for x in match.groups())
-                    pair = (rx, ry, rz, i - 1, j - 1)
-                    blocks[pair] = self._standard_block(np.asarray(dataset), pair, species, shells, path)
+            for pair, block in read_legacy_blocks(path).items():
+                blocks[pair] = self._standard_block(block, pair, species, shells, path)
         return DeepHStructure(
             lattice=np.array(structure.cell),
             species=species,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiida_deeph.calculations.preprocess import DATASET
 from aiida_deeph.data.dataset import DatasetData
 
@@ -14,11 +12,5 @@ class PreprocessParser(MLParser):
     command = "preprocess"
 
     def parse(self, retrieved_temporary_folder: str | None = None, **kwargs):
-        failure = self.engine_failure()
-        if failure:
-            return failure
-        folder = Path(retrieved_temporary_folder or "") / DATASET
-        if not (folder / "dataset.json").is_file():
-            return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=f"{DATASET}/dataset.json")
-        self.out("dataset", DatasetData(folder))
-        return None
+        return self.engine_failure() or self.folder_output(retrieved_temporary_folder, DATASET, "dataset.json",
+                                                           "dataset", DatasetData)

@@ -26,15 +26,21 @@ class TrainParser(MLParser):
         if not metrics_text:
             return self.engine_failure() or self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(
                 message=f"{OUTPUTS}/metrics.json")
-        metrics = json.loads(metrics_text)
-        summary = self._summary(metrics)
-        curve = self._curve()
+        try:
+            metrics = json.loads(metrics_text)
+            summary, curve = self._summary(metrics), self._curve()
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # garbled JSON or CSV
+            return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(
+                message=f"{OUTPUTS}/metrics.json or curve.csv is unreadable ({type(exc).__name__}: {exc})")
         if curve is not None:
             self.out("training_curve", curve)
             summary["wall_time_s"] = float(curve.base.attributes.get("wall_time_s"))
         self.out("output_parameters", orm.Dict(summary))
         model_dir = Path(retrieved_temporary_folder or "") / OUTPUTS / "model"
         if (model_dir / "config.json").is_file():
+            message = self._model_error(model_dir)
+            if message:
+                return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=message)
             self.out("model", ModelData(model_dir))
         status = metrics.get("status")
         if status == "nan":
@@ -46,6 +52,17 @@ class TrainParser(MLParser):
                 message=f"training ended with status {status!r}")
         if "model" not in self.outputs:
             return self.exit_codes.ERROR_OUTPUT_FILES_MISSING.format(message=f"{OUTPUTS}/model")
+        return None
+
+    @staticmethod
+    def _model_error(model_dir: Path) -> str | None:
+        """Why the retrieved model folder cannot be used (its weights fail their sha256, a file is garbled)."""
+        from aiida_deeph.ml.checkpoint import CorruptedFileError, read_model_files  # torch: only when there is a model
+
+        try:
+            read_model_files(model_dir)
+        except (CorruptedFileError, FileNotFoundError) as exc:
+            return f"{OUTPUTS}/model is corrupted: {exc}"
         return None
 
     @staticmethod

@@ -60,3 +60,21 @@ def setup_cp2k(computer: orm.Computer | None = None) -> orm.InstalledCode:
 def setup_python(computer: orm.Computer | None = None) -> orm.InstalledCode:
     """``deeph-python``: this environment's interpreter, which runs ``python -m aiida_deeph.ml`` jobs."""
     return setup_code(computer or setup_localhost(), "deeph-python", sys.executable, with_mpi=False)
+
+
+CACHED_PROCESSES = ("aiida.calculations:deeph.cp2k", "aiida.calculations:deeph.openmx", "aiida.calculations:deeph.abacus",
+                    "aiida.calculations:deeph.overlap", "aiida.calculations:deeph.preprocess")
+
+
+def enable_caching(profile_name: str) -> list[str]:
+    """Let the profile reuse finished DFT, overlap and preprocessing jobs with identical inputs (a rerun of a dataset
+    campaign then skips the DFT it has done); training and inference are left alone (timings are results too)."""
+    from aiida.manage.configuration import get_config
+
+    config = get_config()
+    current = config.get_option("caching.enabled_for", scope=profile_name) or []
+    wanted = sorted(set(current) | set(CACHED_PROCESSES))
+    if wanted != sorted(current):
+        config.set_option("caching.enabled_for", wanted, scope=profile_name)
+        config.store()
+    return wanted

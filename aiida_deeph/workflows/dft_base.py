@@ -8,11 +8,12 @@ from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, process_handler, while_
 
 from aiida_deeph.workflows.protocols import ProtocolMixin
+from aiida_deeph.workflows.restart import StopOnUnknownFailure
 
 WALLTIME_FACTOR = 1.5
 
 
-class DftBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class DftBaseWorkChain(ProtocolMixin, StopOnUnknownFailure, BaseRestartWorkChain):
     """BaseRestartWorkChain around ``_process_class`` exposed in the ``_namespace`` namespace."""
 
     _namespace: str
@@ -32,7 +33,6 @@ class DftBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
             cls.results,
         )
         spec.expose_outputs(cls._process_class)
-        spec.exit_code(300, "ERROR_UNRECOVERABLE_FAILURE", message="The calculation failed with an unrecoverable error.")
 
     @staticmethod
     def validate_kpoints_inputs(inputs, _ctx):
@@ -68,15 +68,6 @@ class DftBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         self._fewer_k_groups()
         self.report(f"{node.process_label}<{node.pk}>: out of memory; restarting on {resources['num_machines']} nodes")
         return ProcessHandlerReport(do_break=True)
-
-    @process_handler(priority=0)
-    def handle_unknown_failure(self, node):
-        """A failure no handler knows: stop, saying which, rather than rerun blindly."""
-        if node.is_finished_ok:
-            return None
-        self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status} "
-                    f"({node.exit_message}), which no handler knows how to fix: stopping")
-        return ProcessHandlerReport(do_break=True, exit_code=self.exit_codes.ERROR_UNRECOVERABLE_FAILURE)
 
     def more_walltime(self) -> int:
         """Raise the next run's wall time by WALLTIME_FACTOR; returns the new limit in seconds."""

@@ -101,3 +101,20 @@ def test_infer_refuses_elements_outside_the_basis(python_code, trained):
     with pytest.raises(ValueError, match="basis covers C"):
         run_get_node(InferCalculation, code=python_code, model=results["model"], structure=structure,
                      metadata={"options": OPTIONS})
+
+
+def test_fine_tune_a_trained_model(python_code, trained):
+    """``parent_model`` starts a new training from the trained model: its architecture, not the default one."""
+    dataset, results = trained
+    parameters = {"system": TRAINING["system"], "process": {"train": {**TRAINING["process"]["train"], "max_epochs": 2}}}
+    tuned, node = run_get_node(TrainCalculation, code=python_code, dataset=dataset, parent_model=results["model"],
+                               parameters=orm.Dict(parameters), metadata={"options": OPTIONS})
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert tuned["output_parameters"]["epochs"] == 2
+    assert tuned["model"].architecture == results["model"].architecture
+    assert tuned["model"].base.attributes.get("model") == results["model"].base.attributes.get("model")
+    assert "initialised from" in node.outputs.retrieved.get_object_content("outputs/log")
+    user_set = {**parameters, "process": {"train": {"init_model": "elsewhere"}}}
+    with pytest.raises(ValueError, match="process.train.init_model is set by the plugin"):
+        run_get_node(TrainCalculation, code=python_code, dataset=dataset, parent_model=results["model"],
+                     parameters=orm.Dict(user_set), metadata={"options": OPTIONS})

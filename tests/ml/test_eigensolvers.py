@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from aiida_deeph.ml import pardiso
-from aiida_deeph.ml.eigensolvers import dense_eigh, fermi_level, shift_invert_eigsh
+from aiida_deeph.ml.eigensolvers import dense_eigh, fermi_level, shift_invert_eigsh, shifted_matrix
 from aiida_deeph.ml.pardiso import mkl_runtime
 from aiida_deeph.ml.sparse import BlochOperators
 
@@ -105,6 +106,40 @@ def test_pardiso_factor_once_solve_many(operators, kpoint):
     with pardiso.factorize(sk, positive_definite=True) as cholesky:  # S = LLᴴ: L⁻ᴴ(L⁻ᴴ)ᴴ = S⁻¹
         inverse_factor = cholesky.solve_cholesky_adjoint(np.eye(hk.shape[0]))
         np.testing.assert_allclose(inverse_factor @ inverse_factor.conj().T, np.linalg.inv(sk.toarray()), atol=1e-9)
+
+
+@pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
+@pytest.mark.parametrize("kpoint", [np.zeros(3), GENERIC_K], ids=["real", "complex"])
+def test_single_precision_factor_solves_to_double_accuracy(operators, kpoint):
+    hk, sk = operators["MoS2 3x3x1"].at_k(kpoint)
+    shifted = shifted_matrix(hk, sk, -2.0)
+    rhs = np.random.default_rng(0).standard_normal((hk.shape[0], 3)).astype(hk.dtype)
+    with pardiso.factorize(shifted, precision="single") as single, pardiso.factorize(shifted) as double:
+        assert single.precision == "single" and double.precision == "double"
+        assert single.memory_bytes < double.memory_bytes and single.factor_nonzeros == double.factor_nonzeros > 0
+        residual = np.linalg.norm(shifted @ single.solve(rhs) - rhs, axis=0) / np.linalg.norm(rhs, axis=0)
+        assert residual.max() <= pardiso.REFINEMENT_TOLERANCE
+        np.testing.assert_allclose(single.solve(rhs[:, 0]), double.solve(rhs[:, 0]), rtol=0, atol=1e-9)
+    single_values = shift_invert_eigsh(hk, sk, 8, -2.0, precision="single", ncv=40)
+    np.testing.assert_allclose(single_values, shift_invert_eigsh(hk, sk, 8, -2.0), rtol=0, atol=1e-9)
+
+
+def test_shifted_matrix_reuses_a_shared_layout(operators):
+    hk, sk = operators["MoS2 3x3x1"].at_k(GENERIC_K)  # H and S on the same pairs: one CSR layout
+    shifted = shifted_matrix(hk, sk, 1.5)
+    assert np.shares_memory(shifted.indices, hk.indices) and np.shares_memory(shifted.indptr, hk.indptr)
+    np.testing.assert_array_equal(shifted.toarray(), (hk - 1.5 * sk).toarray())
+    spinful_h, spinful_s = operators["MoS2 spinful"].at_k(GENERIC_K)  # S doubled: layouts differ
+    np.testing.assert_array_equal(shifted_matrix(spinful_h, spinful_s, 1.5).toarray(),
+                                  (spinful_h - 1.5 * spinful_s).toarray())
+
+
+def test_upper_triangle_stores_every_diagonal_entry(operators):
+    hk, _ = operators["MoS2"].at_k(GENERIC_K)
+    for matrix in (hk, sp.csr_matrix(np.triu(np.ones((4, 4))) - np.eye(4))):  # canonical; diagonal missing
+        upper = pardiso._upper_triangle(matrix)
+        assert upper.has_canonical_format and np.all(upper.indices[upper.indptr[:-1]] == np.arange(matrix.shape[0]))
+        np.testing.assert_array_equal(upper.toarray(), np.triu(matrix.toarray()))
 
 
 def test_without_mkl_superlu_takes_over_with_a_warning(operators, monkeypatch, caplog):

@@ -56,7 +56,7 @@ def test_pattern_without_shared_slots(mos2):
     home = {key: block for key, block in mos2.hamiltonian.items() if key[:3] == (0, 0, 0)}
     matrix = BlockMatrix.from_blocks(home)
     pattern = sparse.BlockPattern.build(matrix, mos2.orbital_offsets(), mos2.norbitals, spinful=False)
-    assert pattern.slot_starts is None and pattern.nnz == len(matrix.entries)
+    assert not pattern.shared_slots and pattern.nnz == len(matrix.entries)
     expected = matrix.at_k(KPOINTS["generic"], mos2.orbital_offsets(), mos2.norbitals)
     np.testing.assert_allclose(pattern.at_k(KPOINTS["generic"]).toarray(), expected, atol=1e-13)
 

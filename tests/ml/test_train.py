@@ -1,4 +1,5 @@
-"""The training engine on real CP2K graphene: overfit, outputs, exact resume, NaN and walltime stops, checkpoints."""
+"""The training engine on real CP2K graphene: overfit, outputs, exact resume, fine-tuning, NaN and walltime stops,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import pytest
 import torch
 
 from aiida_deeph.io import DeepHStructure
-from aiida_deeph.ml.checkpoint import CorruptedFileError, load_checkpoint, load_model
-from aiida_deeph.ml.config import config_from_dict
+from aiida_deeph.ml.basis import OrbitalBasis
+from aiida_deeph.ml.checkpoint import CorruptedFileError, export_model, load_checkpoint, load_model
+from aiida_deeph.ml.config import ConfigError, config_from_dict
 from aiida_deeph.ml.dataset import GraphDataset, preprocess
-from aiida_deeph.ml.train import EXIT_NAN, EXIT_OK, EXIT_WALLTIME, WarmupPlateau, train
+from aiida_deeph.ml.models import build_model
+from aiida_deeph.ml.train import EXIT_NAN, EXIT_OK, EXIT_WALLTIME, WarmupCosine, WarmupPlateau, train
 
 from .test_dataset import perturbed
 
@@ -127,10 +130,53 @@ def test_exact_resume(graphene_dataset, tmp_path):
     assert all(np.array_equal(curves[0][c], curves[1][c]) for c in columns) and len(curves[1]) == 6
 
 
+def test_fine_tune_from_a_parent_model(graphene_dataset, cp2k_graphene, tmp_path):
+    """A parent trained on four structures starts a run on one of them far ahead of a run from scratch, with its
+    target normalisation kept (a refit to the new data would change it); [model] may restate it, not change it."""
+    parent_run = make_config(graphene_dataset, tmp_path / "parent", max_epochs=30, learning_rate=1e-2, loss="mae")
+    assert train(parent_run).exit_code == EXIT_OK
+    parent = tmp_path / "parent" / "model"
+    single = preprocess(cp2k_graphene(1), tmp_path / "single", (1.0, 0.0, 0.0))
+    scratch = train(make_config(single, tmp_path / "scratch", max_epochs=1))
+    tuned = train(make_config(single, tmp_path / "tuned", model={}, max_epochs=1, init_model=str(parent)))
+    assert tuned.exit_code == EXIT_OK
+    first = {name: run.metrics["best"]["val"]["mae_meV"] for name, run in (("scratch", scratch), ("tuned", tuned))}
+    print(f"first-epoch val MAE: {first}")
+    assert first["tuned"] < first["scratch"] / 3
+    before, after = load_model(parent), load_model(tmp_path / "tuned" / "model")
+    assert after.config == before.config
+    assert all(torch.equal(after.state_dict()[k], v) for k, v in before.state_dict().items() if ".normalization." in k)
+    assert not torch.equal(after.blocks[0].conv.linear_m0.weight, before.blocks[0].conv.linear_m0.weight)
+
+    restated = make_config(single, tmp_path / "restated", max_epochs=1, init_model=str(parent))  # TINY again
+    assert train(restated).exit_code == EXIT_OK
+    changed = make_config(single, tmp_path / "changed", model={**TINY, "channels": 16}, init_model=str(parent))
+    with pytest.raises(ConfigError, match="channels = 16 .parent: 8."):
+        train(changed)
+
+
+def test_fine_tune_reads_the_data_in_the_parents_basis(graphene_dataset, tmp_path):
+    """A parent whose basis covers the dataset's (here with H besides C) fine-tunes on it; one that does not is
+    refused. The exported model keeps the parent's basis and pair cutoffs."""
+    covering = build_model(TINY, OrbitalBasis({"H": [0], "C": [0, 1]}))
+    export_model(covering, tmp_path / "covering", {"H-H": 4.0, "C-H": 5.0, "H-C": 5.0, "C-C": 1.0}, {})
+    result = train(make_config(graphene_dataset, tmp_path / "run", model={}, max_epochs=1,
+                               init_model=str(tmp_path / "covering")))
+    assert result.exit_code == EXIT_OK and math.isfinite(result.metrics["best"]["val"]["mae_meV"])
+    basis = json.loads((tmp_path / "run" / "model" / "basis.json").read_text())
+    assert basis["elements_orbital_map"] == {"H": [0], "C": [0, 1]}
+    assert basis["pair_cutoffs"]["H-H"] == 4.0 and basis["pair_cutoffs"]["C-C"] > 10  # the dataset's longer pairs
+
+    export_model(build_model(TINY, OrbitalBasis({"C": [0, 1, 2]})), tmp_path / "other", {"C-C": 10.0}, {})
+    with pytest.raises(ConfigError, match="does not cover"):
+        train(make_config(graphene_dataset, tmp_path / "refused", model={}, init_model=str(tmp_path / "other")))
+
+
 def test_nan_stops_with_its_own_exit_status(cp2k_graphene, tmp_path):
-    """A poisoned target makes the loss NaN: the CLI exits with 3 and metrics.json says so."""
+    """A poisoned target (finite in the file, which refuses NaN, but beyond float32) makes the loss non-finite: the
+    CLI exits with 3 and metrics.json says so."""
     structure = DeepHStructure.read(cp2k_graphene(1)[0])
-    structure.hamiltonian.entries[5] = np.nan
+    structure.hamiltonian.entries[5] = 1e200
     dataset = preprocess([structure.write(tmp_path / "poisoned")], tmp_path / "dataset", (1.0, 0.0, 0.0))
     config = tmp_path / "train.toml"
     config.write_text(f"""
@@ -214,3 +260,18 @@ def test_warmup_then_plateau():
         lrs.append(optimizer.param_groups[0]["lr"])
     # best 1.0; 0.95 is not 10 % better: 2 bad epochs → 0.5, cooldown 1, 2 more → 0.25, then the floor 0.2
     assert lrs[5:] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.2]
+
+
+def test_warmup_then_cosine():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, 1.0, warmup_steps=2, epochs=4, min_lr=0.2)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(5):  # one step per epoch; the cosine ignores the losses and stays at min_lr after the last epoch
+        schedule.step_batch()
+        schedule.step_epoch(1.0)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.5, 0.6 + 0.4 * math.cos(math.pi / 4), 0.6, 0.6 - 0.4 * math.cos(math.pi / 4), 0.2,
+                                 0.2])
+    resumed = WarmupCosine(optimizer, 1.0, warmup_steps=2, epochs=4, min_lr=0.2)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.state_dict() == schedule.state_dict() and resumed.lr == schedule.lr

@@ -80,3 +80,32 @@ def test_scancel_is_handled_by_the_restart_workchain(slurm_cp2k, started_daemon_
     first, *rest = sorted(node.called, key=lambda n: n.ctime)
     assert not first.is_finished_ok and rest and rest[-1].is_finished_ok
     assert any("cut short" in log.message for log in orm.Log.collection.get_logs_for(node))
+
+
+def test_training_submitted_to_slurm_with_a_gpu_request(slurm_cp2k, cp2k_graphene, submit_and_await, tmp_path):
+    """deeph.train through the daemon to sbatch: resources, walltime and the GPU request land in the script; on this
+    GPU-less node the job asks for no real GRES (SLURM would refuse it) but the line is passed through verbatim."""
+    from aiida_deeph.calculations.train import TrainCalculation
+    from aiida_deeph.data.dataset import DatasetData
+    from aiida_deeph.ml.dataset import preprocess
+    from aiida_deeph.tools.local_setup import setup_python
+
+    python = setup_python(slurm_cp2k.computer)
+    dataset = DatasetData(preprocess(cp2k_graphene(2), tmp_path / "dataset", (0.5, 0.5, 0.0)))
+    gpu_line = "#SBATCH --comment=gpus-per-task:1"  # a real cluster: #SBATCH --gres=gpu:1
+    builder = TrainCalculation.get_builder()
+    builder.code = python
+    builder.dataset = dataset
+    builder.parameters = orm.Dict({"system": {"device": "cpu", "num_threads": 1},
+                                   "model": {"channels": 8, "num_blocks": 1, "num_heads": 1, "num_radial": 8,
+                                             "radial_hidden": 16, "cutoff": 11.0},
+                                   "process": {"train": {"max_epochs": 2, "progress": False}}})
+    builder.metadata.options = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1},
+                                "max_wallclock_seconds": 900, "custom_scheduler_commands": gpu_line}
+    node = submit_and_await(builder, timeout=600)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert node.get_job_id().isdigit()
+    script = node.base.repository.get_object_content("_aiidasubmit.sh")
+    for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --time=00:15:00", gpu_line):
+        assert line in script, f"{line!r} missing from the submit script:\n{script}"
+    assert node.outputs.output_parameters["epochs"] == 2 and "model" in node.outputs

@@ -157,3 +157,29 @@ def test_walltime_handler(abacus_families, aiida_code_installed, aiida_localhost
     assert isinstance(report, ProcessHandlerReport) and report.do_break
     assert process.ctx.inputs.metadata["options"]["max_wallclock_seconds"] == 900  # 1.5 × 600 s
     assert process.handle_scf_not_converged(failed) is None  # handlers act on their own exit codes only
+
+
+def test_deeph_chain_on_a_cluster_with_abacus(abacus_families, aiida_code_installed, dft_fixtures):
+    """The end-to-end WorkChain wired for ABACUS on SLURM: the target's overlap is an overlap-only ABACUS run, the
+    training asks SLURM for GPUs and runs torchrun, and the whole builder passes the WorkChain's validation."""
+    from aiida_deeph.tools.launch import cluster_overrides
+    from aiida_deeph.workflows.deeph import DeepHWorkChain
+
+    pseudo_family, orbital_family = abacus_families
+    structure = mos2_structure(dft_fixtures / MOS2)
+    overrides = cluster_overrides("abacus", machines=2, mpiprocs=32, walltime=7200, queue="gpu", gpus=4)
+    builder = DeepHWorkChain.get_builder_from_protocol(
+        aiida_code_installed(), aiida_code_installed(), structure, structure, "moderate", overrides,
+        validation_structure=structure, engine="abacus", pseudo_family=pseudo_family, orbital_family=orbital_family)
+    inference = builder.inference
+    assert "code" not in inference.overlap
+    assert inference.overlap_dft.abacus.abacus.settings.get_dict() == {"overlap_only": True}
+    assert "settings" not in inference.validation.abacus.abacus  # the validation is a full SCF
+    dft_options = builder.dataset.abacus.abacus.metadata["options"]
+    assert dft_options["resources"] == {"num_machines": 2, "num_mpiprocs_per_machine": 32}
+    assert dft_options["queue_name"] == "gpu" and dft_options["max_wallclock_seconds"] == 7200
+    train = builder.training.train
+    assert train.metadata["options"]["custom_scheduler_commands"] == "#SBATCH --gres=gpu:4"
+    assert train.settings.get_dict() == {"torchrun": {"nproc_per_node": 4, "nnodes": 1}}
+    assert train.parameters["system"]["device"] == "cuda"
+    assert DeepHWorkChain.spec().inputs.validate(builder._inputs(prune=True)) is None
