@@ -1,7 +1,7 @@
 """Benchmark (not a test): the 50 eigenvalues nearest E_F of twisted bilayer graphene in the 13-orbital DZVP basis.
 
     python benchmarks/bench_tbg_bands.py [--n 10 13 18] [--full] [--check-n 4] [--bands 50] [--threads 2]
-                                         [--solvers pardiso single] [--model-h] [--max-gb 18] [--log FILE]
+                                         [--solvers pardiso single] [--k Γ k] [--model-h] [--max-gb 18] [--log FILE]
 
 Matrices. S(R) is the exact overlap of CP2K's DZVP-MOLOPT-SR-GTH basis (:func:`aiida_deeph.io.overlap.
 analytic_overlap`: every pair with |S| ≥ 1e-10, i.e. within 11.3 Å, ~283 neighbours per atom — the pairs a DeepH
@@ -19,10 +19,12 @@ Each (size, k, solver) runs the engine's :func:`~aiida_deeph.ml.eigensolvers.shi
 ``compute_bands(solver='sparse')`` calls) in a fresh subprocess on a folder written once per size, so its peak RSS
 (ru_maxrss) is its own, capped at ``--max-gb`` of address space so that a size that does not fit fails instead of
 pushing the shared box into swap or the OOM killer. Solvers: 'pardiso' (MKL PARDISO LDLᴴ in double: the default),
-'single' (PARDISO single-precision factor, every solve refined in double), 'complex' (Γ handed over as a complex
-matrix: what real arithmetic at Γ saves), 'ncv' (3·bands + 1 Lanczos vectors instead of 2·bands + 1); at the small
-``--check-n`` size also 'superlu' (scipy's splu) and 'dense' (LAPACK, every eigenvalue), as a reference for the
-eigenvalues. Absolute times are from a shared, loaded 2-core box; ratios are taken in one run.
+'single' (PARDISO single-precision factor, every solve refined in double), and at Γ of the first sweep size only
+'complex' (Γ handed over as a complex matrix: what real arithmetic at Γ saves) and 'ncv' (3·bands + 1 Lanczos
+vectors instead of 2·bands + 1); at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
+and 'dense' (LAPACK, every eigenvalue), the reference for the eigenvalues. ``--log FILE`` keeps every result (JSON
+lines) and skips what it already holds, so that the sweep can be run a few solvers or k-points at a time. Absolute
+times are from a shared, loaded 2-core box; ratios are taken in one run.
 """
 
 from __future__ import annotations
@@ -218,6 +220,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="MKL/BLAS threads")
     parser.add_argument("--solvers", nargs="+", default=["pardiso", "single"], choices=SOLVERS,
                         help="solvers of the sweep ('complex' and 'ncv' run at Γ of its first size)")
+    parser.add_argument("--k", nargs="+", default=["Γ", "k"], choices=["Γ", "k"], help="k-points of the sweep")
     parser.add_argument("--model-h", action="store_true", help="also solve the first sweep size with a model's H")
     parser.add_argument("--max-gb", type=float, default=18.0, help="address-space cap of each solve")
     parser.add_argument("--log", type=Path, help="JSON-lines file of results, reused and extended")
@@ -244,9 +247,8 @@ def main() -> None:
     if args.check_n:
         plan += [(args.check_n, k, solver) for k in ("Γ", "k") for solver in ("pardiso", "single", "superlu", "dense")]
     for index, n in enumerate(sweep):
-        plan += [(n, k, solver) for k in ("Γ", "k") for solver in args.solvers]
-        if index == 0:
-            plan += [(n, "Γ", solver) for solver in ("complex", "ncv")]
+        plan += [(n, k, solver) for k in args.k for solver in args.solvers
+                 if solver not in ("complex", "ncv") or (index == 0 and k == "Γ")]
     results = {(r["n"], r["k"], r["solver"]): r for r in logged if "solver" in r}
     with tempfile.TemporaryDirectory() as tmp:
         folders: dict[int, dict] = {r["n"]: r for r in logged if r.get("kind") == "size"}

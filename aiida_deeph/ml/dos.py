@@ -9,6 +9,7 @@ mtype 2/4), the trace estimated with random ±1 vectors, the series damped by th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,22 +157,58 @@ def kpm_expansion(
 ) -> KPMExpansion:
     """KPM moments of S⁻¹H with ``num_vectors`` random ±1 vectors (one block, so H is read once per step).
 
-    ``bounds`` default to :func:`spectral_bounds`; the scaled spectrum is kept inside ±(1 − ``padding``).
+    ``bounds`` default to :func:`spectral_bounds`; the scaled spectrum is kept inside ±(1 − ``padding``). With S's
+    Cholesky factor (or no S) the moments come two per product with S⁻¹H (:func:`_paired_moments`), else one.
     """
     with _GeneralizedOperator(h, s, backend) as operator:
         low, high = bounds if bounds is not None else _lanczos_bounds(operator, LANCZOS_STEPS, seed)
         center, half_width = 0.5 * (high + low), 0.5 * (high - low) / (1 - padding)
-
-        def scaled(x: np.ndarray) -> np.ndarray:
-            return (operator(x) - center * x) / half_width
-
         signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(h.shape[0], num_vectors))
         start, left = operator.probes(signs)
-        moments = np.empty(num_moments)
-        moments[0] = h.shape[0]  # Tr T₀ = N exactly; the estimate would only add noise
-        previous, current = start, scaled(start)
-        moments[1] = np.vdot(left, current).real / num_vectors
-        for n in range(2, num_moments):
-            previous, current = current, 2 * scaled(current) - previous
-            moments[n] = np.vdot(left, current).real / num_vectors
+        if s is None or operator.factor.has_cholesky:
+            moments = _paired_moments(operator, center, half_width, start, left, num_moments)
+        else:
+            moments = _moments(lambda x: (operator(x) - center * x) / half_width, start, left, num_moments)
+    moments[0] = h.shape[0]  # Tr T₀ = N exactly; the estimate would only add noise
     return KPMExpansion(moments, center, half_width)
+
+
+def _moments(scaled: Callable[[np.ndarray], np.ndarray], start: np.ndarray, left: np.ndarray,
+             num_moments: int) -> np.ndarray:
+    """μ_n = Re w†T_n(A)u / R by the Chebyshev recursion, one product with A per moment."""
+    moments = np.empty(num_moments)
+    previous, current = start, scaled(start)
+    moments[:2] = np.vdot(left, start).real, np.vdot(left, current).real
+    for n in range(2, num_moments):
+        previous, current = current, 2 * scaled(current) - previous
+        moments[n] = np.vdot(left, current).real
+    return moments / start.shape[1]
+
+
+def _paired_moments(operator: _GeneralizedOperator, center: float, half_width: float, start: np.ndarray,
+                    left: np.ndarray, num_moments: int) -> np.ndarray:
+    """The same moments at half the products with H and solves with S (Weiße et al., RMP 78, 275, eq. 34).
+
+    A = S⁻¹H is self-adjoint in the S inner product and w = Su (A = H, w = u without S), so with v_n = T_n(Ã)u
+    (Ã = (A − center)/half_width), T_2n = 2T_n² − T_0 and T_2n+1 = 2T_n+1T_n − T_1 give μ_2n = 2 v_n†Sv_n − μ_0 and
+    μ_2n+1 = 2 v_n†Sv_n+1 − μ_1. The images Sv_n follow the same recursion from the products Hv_n that the step needs
+    anyway, S(Ãv) = (Hv − center·Sv)/half_width: no product with S either.
+    """
+
+    def step(vector: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Ãv, SÃv) from (v, Sv)."""
+        product = operator.h @ vector
+        return (operator.solve_s(product) - center * vector) / half_width, (product - center * image) / half_width
+
+    moments = np.empty(num_moments)
+    previous, previous_image = start, left
+    current, image = step(start, left)
+    moments[:2] = np.vdot(left, start).real, np.vdot(left, current).real
+    for n in range(1, (num_moments + 1) // 2):
+        moments[2 * n] = 2 * np.vdot(image, current).real - moments[0]
+        if 2 * n + 1 < num_moments:
+            following, following_image = step(current, image)
+            previous, current = current, 2 * following - previous
+            previous_image, image = image, 2 * following_image - previous_image
+            moments[2 * n + 1] = 2 * np.vdot(previous_image, current).real - moments[1]
+    return moments / start.shape[1]

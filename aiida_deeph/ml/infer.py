@@ -152,7 +152,7 @@ def predict_receptive(model: nn.Module, graph: CrystalGraph, max_edges_per_chunk
     return entries.matrix()
 
 
-def consecutive_groups(weights: np.ndarray, limit: int) -> list[tuple[int, int]]:
+def _consecutive_groups(weights: np.ndarray, limit: int) -> list[tuple[int, int]]:
     """Ranges [start, stop) of consecutive items whose weights sum to at most ``limit`` each, greedily."""
     total = np.cumsum(weights)
     groups, start = [], 0
@@ -173,15 +173,15 @@ def _edges_by_atom(atom_of_edge: np.ndarray, num_atoms: int, limit: int, preferr
     order = np.argsort(atom_of_edge, kind="stable")
     counts = np.bincount(atom_of_edge, minlength=num_atoms)
     pointer = np.concatenate([[0], np.cumsum(counts)])
-    size = min(limit, max(preferred, int(counts.max(initial=0))))
-    return [np.sort(order[pointer[a] : pointer[b]]) for a, b in consecutive_groups(counts, size)]
+    size = min(limit, max(preferred, int(counts.max(initial=0))))  # the limit alone raises when one atom exceeds it
+    return [np.sort(order[pointer[a] : pointer[b]]) for a, b in _consecutive_groups(counts, size)]
 
 
 def _preferred_pass(model: DeepH2, device: torch.device, max_edges: int) -> int:
     """Edges per pass: the whole budget on a GPU; on the CPU about :data:`CPU_PASS_FEATURES` floats per edge tensor."""
     if device.type != "cpu":
         return max_edges
-    return max(1, CPU_PASS_FEATURES // ((model.lmax + 1) ** 2 * model.channels))
+    return min(max_edges, max(1, CPU_PASS_FEATURES // ((model.lmax + 1) ** 2 * model.channels)))
 
 
 @dataclass

@@ -288,7 +288,7 @@ def _progress(items: Sequence, label: str, enabled: bool) -> Iterable:
     return lines()
 
 
-# --- fine-tuning ---------------------------------------------------------------------------------------------------------
+# --- fine-tuning ------------------------------------------------------------------------------------------------------
 def check_parent_architecture(section: Mapping[str, Any], parent: Mapping[str, Any], path: str) -> None:
     """``[model]`` must be empty or agree with the parent's config in every key it sets (it cannot change it)."""
     resolved = {**MODEL_DEFAULTS[parent["model"]], **parent}

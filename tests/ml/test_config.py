@@ -77,6 +77,8 @@ def test_unknown_section():
         ({"system": {"device": "gpu"}}, "device must be"),
         ({"process": {"train": {"loss": "l2"}}}, "loss must be one of"),
         ({"process": {"train": {"ema_decay": 1.0}}}, "ema_decay"),
+        ({"process": {"train": {"schedule": "step"}}}, "schedule must be one of plateau, cosine"),
+        ({"process": {"train": {"beta2": 1.0}}}, "beta2 must be in"),
         ({"data": {"edges_per_batch": 0}}, "must be positive"),
     ],
 )
