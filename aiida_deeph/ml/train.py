@@ -24,7 +24,8 @@ drives the plateau schedule and picks the best epoch. Without a validation split
     dataset_split.json   the dataset, its checksum and the structure names of each split
     log                  one line per epoch (also printed)
     curve.csv            epoch, step, lr, train/val loss, MAE and RMSE (meV), epoch time
-    metrics.json         status (running, completed, nan, walltime), last and best metrics, test metrics at the end
+    metrics.json         status (running, completed, nan, walltime), last and best metrics, test metrics of
+                         the best weights (at the end of every run)
     checkpoints/latest.pt, best.pt     full state (:mod:`.checkpoint`); best = lowest validation loss
     model/               the best weights (EMA average when enabled) for inference (:func:`.checkpoint.load_model`)
 
@@ -575,16 +576,21 @@ class Trainer:
     def stop(self, status: str, code: int, message: str) -> TrainResult:
         self.save_best()  # a finite state worth keeping, whatever happened after it
         self.log(message)
-        return TrainResult(status, code, self.write_metrics(status))
+        return TrainResult(status, code, self.write_metrics(status, self.test_metrics()))
+
+    def test_metrics(self) -> dict[str, Any]:
+        """Test metrics of the best weights so far, also written to model/metrics.json. Every run ends with them:
+        a walltime stop may be the last one (a training budget spent), and its model is then the result."""
+        if self.best is None or not self.test_set:
+            return {}
+        best_weights = self.best["ema"] if self.best["ema"] is not None else self.best["model"]
+        extra = {"test": self.evaluate(self.test_set, best_weights).as_dict()}
+        if self.is_main:
+            self.export(self.best, extra)
+        return extra
 
     def finish(self) -> TrainResult:
-        """Test metrics of the best weights, in metrics.json and in model/metrics.json."""
-        extra: dict[str, Any] = {}
-        if self.best is not None and self.test_set:
-            best_weights = self.best["ema"] if self.best["ema"] is not None else self.best["model"]
-            extra["test"] = self.evaluate(self.test_set, best_weights).as_dict()
-            if self.is_main:
-                self.export(self.best, extra)
+        extra = self.test_metrics()
         metrics = self.write_metrics("completed", extra)
         if self.best is not None:
             self.log(f"done: best epoch {self.best['epoch']}, val MAE {self.best['metrics']['val']['mae_meV']:.4f} meV"

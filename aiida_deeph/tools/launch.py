@@ -33,7 +33,9 @@ def deeph_summary(node: orm.WorkflowNode, out: Path) -> list[str]:
     summary = node.outputs.output_parameters.get_dict()
     inference = node.outputs.inference
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"held-out MAE of H (test split): {summary['test_mae_meV']:.2f} meV "
+    test = summary.get("test_mae_meV")
+    held_out = f"{test:.2f} meV" if test is not None else "none (the dataset has no test split)"
+    lines = [f"held-out MAE of H (test split): {held_out} "
              f"(validation split {summary['val_mae_meV']:.2f} meV, {summary['epochs']} epochs)"]
     if "bands" in inference:
         (out / "target_bands.png").write_bytes(inference.bands.band_plot.get_content(mode="rb"))

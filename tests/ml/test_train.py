@@ -217,6 +217,9 @@ def test_huge_learning_rate_stops_on_nan(graphene_dataset, tmp_path):
 def test_walltime_stop_then_resume(graphene_dataset, tmp_path):
     result = train(make_config(graphene_dataset, tmp_path / "run", walltime_s=1e-3))
     assert (result.status, result.exit_code, result.metrics["epoch"]) == ("walltime", EXIT_WALLTIME, 1)
+    # a stopped run may be the last one (a training budget spent): its model carries test figures too
+    exported = json.loads((tmp_path / "run" / "model" / "metrics.json").read_text())
+    assert math.isfinite(result.metrics["test"]["mae_meV"]) and exported["test"] == result.metrics["test"]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["epoch"] == 1
     resumed = train(make_config(graphene_dataset, tmp_path / "run", resume=True))
     assert (resumed.status, resumed.metrics["epoch"]) == ("completed", 4)
