@@ -106,7 +106,8 @@ def _compare_with_reference(structure: DeepHStructure, result, reference: DeepHS
     errors = {**hamiltonian_errors(structure, reference), **band_errors(result, reference_bands, args.window)}
     write_text(out / "validation.json", json.dumps(errors, indent=1))
     print(f"against the reference: H MAE {errors['hamiltonian_mae_meV']:.3f} meV, bands within ±{args.window} eV "
-          f"of E_F: MAE {errors['band_mae_meV']:.3f} meV, max {errors['band_max_error_meV']:.3f} meV")
+          f"of E_F: MAE {errors['band_mae_meV']:.3f} meV, max {errors['band_max_error_meV']:.3f} meV; rigid offset "
+          f"{errors['band_offset_meV']:.3f} meV, MAE without it {errors['band_mae_without_offset_meV']:.3f} meV")
     return reference_bands
 
 

@@ -44,7 +44,9 @@ def deeph_summary(node: orm.WorkflowNode, out: Path) -> list[str]:
         errors = summary["validation"]
         (out / "validation_bands.png").write_bytes(inference.validation.band_plot.get_content(mode="rb"))
         lines.append(f"band error against direct DFT of the validation cell (±{errors['band_window_eV']:g} eV of "
-                     f"E_F): {errors['band_mae_meV']:.1f} meV mean, {errors['band_max_error_meV']:.1f} meV max; "
+                     f"E_F): {errors['band_mae_meV']:.1f} meV mean, {errors['band_max_error_meV']:.1f} meV max "
+                     f"({errors['band_mae_without_offset_meV']:.1f} meV mean without the rigid offset of "
+                     f"{errors['band_offset_meV']:+.1f} meV); "
                      f"H MAE there {errors['hamiltonian_mae_meV']:.2f} meV; plot {out / 'validation_bands.png'}")
     lines.append(f"inspect the whole chain: verdi process show {node.pk}   (from the prediction back to the DFT: "
                  f"aiida-deeph provenance {inference.hamiltonian.pk})")

@@ -212,6 +212,7 @@ class InferenceWorkChain(ProtocolMixin, WorkChain):
             errors = self.ctx.validation_bands.outputs.output_parameters.get_dict()
             summary["validation"] = {key: errors[key] for key in errors if key.startswith(VALIDATION_PREFIXES)}
             self.report(f"validation: H MAE {errors['hamiltonian_mae_meV']:.2f} meV, band error "
-                        f"{errors['band_mae_meV']:.2f} meV within ±{errors['band_window_eV']} eV of E_F")
+                        f"{errors['band_mae_meV']:.2f} meV within ±{errors['band_window_eV']} eV of E_F "
+                        f"({errors['band_mae_without_offset_meV']:.2f} meV without its rigid offset)")
         self.out("output_parameters", orm.Dict(summary).store())
         return None

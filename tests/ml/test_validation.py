@@ -37,6 +37,8 @@ def test_a_rigid_shift_is_measured_exactly(mos2):
     errors = band_errors(predicted, reference, window=2.0)
     assert errors["band_mae_meV"] == pytest.approx(50.0, abs=1e-6)
     assert errors["band_max_error_meV"] == pytest.approx(50.0, abs=1e-6)
+    assert errors["band_offset_meV"] == pytest.approx(50.0, abs=1e-6)  # H + cS: every band moves by c exactly
+    assert errors["band_mae_without_offset_meV"] == pytest.approx(0.0, abs=1e-6)
     inside = np.abs(reference.eigenvalues - reference.fermi_energy_eV) <= 2.0
     assert errors["band_values_compared"] == int(inside.sum()) > 0
     h_errors = hamiltonian_errors(shifted(mos2, 0.05), mos2)

@@ -48,6 +48,7 @@ def test_chain_outputs(e2e):
     validation = summary["validation"]
     assert validation["band_window_eV"] == 2.0 and validation["band_values_compared"] > 0
     assert 0 < validation["band_mae_meV"] <= validation["band_max_error_meV"]
+    assert abs(validation["band_offset_meV"]) <= validation["band_mae_meV"] and validation["band_mae_without_offset_meV"] > 0
     assert 0 < validation["hamiltonian_mae_meV"] and validation["blocks_missing"] == 0
     # the target's Fermi level comes from its electron count (GTH-PBE: 4 per C), not from the overlap's info.json
     target_fermi = results["inference"]["bands"]["output_parameters"]["fermi_energy"]
