@@ -105,7 +105,8 @@ def test_training_submitted_to_slurm_with_a_gpu_request(slurm_cp2k, cp2k_graphen
     node = submit_and_await(builder, timeout=600)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert node.get_job_id().isdigit()
-    script = node.base.repository.get_object_content("_aiidasubmit.sh")
+    # the daemon stored the submit script; this process's node object still holds the repository it was created with
+    script = orm.load_node(node.pk).base.repository.get_object_content("_aiidasubmit.sh")
     for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --time=00:15:00", gpu_line):
         assert line in script, f"{line!r} missing from the submit script:\n{script}"
     assert node.outputs.output_parameters["epochs"] == 2 and "model" in node.outputs

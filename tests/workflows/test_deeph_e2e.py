@@ -11,6 +11,7 @@ from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 from ase.build import graphene
 
+from aiida_deeph.tools.launch import deeph_summary
 from aiida_deeph.workflows.dataset import DatasetWorkChain
 from aiida_deeph.workflows.deeph import DeepHWorkChain
 
@@ -55,6 +56,15 @@ def test_chain_outputs(e2e):
     assert target_fermi != 0.0 and abs(target_fermi - validation["dft_fermi_energy_eV"]) < 1.5
     print(f"e2e test protocol: held-out MAE {summary['test_mae_meV']:.1f} meV, band error "
           f"{validation['band_mae_meV']:.1f} meV, H MAE {validation['hamiltonian_mae_meV']:.1f} meV")
+
+
+def test_summary_printed_by_the_workflow_scripts(e2e, tmp_path):
+    _, node = e2e
+    lines = deeph_summary(node, tmp_path)
+    assert lines[0].startswith("held-out MAE of H (test split): ") and "meV" in lines[0]
+    assert "without the rigid offset" in lines[2] and f"verdi process show {node.pk}" in lines[3]
+    for plot in ("target_bands.png", "validation_bands.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_every_step_in_the_provenance(e2e):
