@@ -362,3 +362,12 @@ def test_corrupted_model_output_is_303(aiida_profile, aiida_localhost, tiny_trai
                                                    retrieved_temporary_folder=str(tmp_path))
     assert parsing.exit_status == 303 and "outputs/model is corrupted" in parsing.exit_message
     assert "model" not in results
+
+
+@pytest.mark.parametrize("tolerance", [0, -1e-6, "1e-6", True])
+def test_bands_overlap_tolerance_must_be_a_positive_number(aiida_profile, tolerance):
+    from aiida_deeph.calculations.bands import validate_parameters
+
+    assert "overlap_tolerance must be a number > 0" in validate_parameters(
+        orm.Dict({"solver": "sparse", "overlap_tolerance": tolerance}), None)
+    assert validate_parameters(orm.Dict({"solver": "sparse", "overlap_tolerance": 1e-6}), None) is None

@@ -9,8 +9,8 @@ from aiida_deeph.data.hamiltonian import HamiltonianData
 from .ml_base import MLCalculation, copy_folder_node
 
 STRUCTURE, BANDS, REFERENCE = "structure", "bands", "reference"
-BAND_OPTIONS = ("npoints", "num_bands", "solver", "sigma")
-DOS_OPTIONS = ("width", "method")
+BAND_OPTIONS = ("npoints", "num_bands", "solver", "sigma", "overlap_tolerance")
+DOS_OPTIONS = ("width", "method", "overlap_tolerance")
 
 
 def validate_parameters(parameters: orm.Dict, _ctx) -> str | None:
@@ -18,13 +18,18 @@ def validate_parameters(parameters: orm.Dict, _ctx) -> str | None:
     unknown = set(parameters.get_dict()) - valid
     if unknown:
         return f"unknown parameters {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}"
+    tolerance = parameters.get_dict().get("overlap_tolerance")
+    if tolerance is not None and not (isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool)
+                                      and tolerance > 0):
+        return f"overlap_tolerance must be a number > 0, got {tolerance!r}"
     return None
 
 
 class BandsCalculation(MLCalculation):
     """Bands along the standard k-path (``bands`` BandsData, ``band_plot``) and, with ``dos: True``, the density of
     states (``dos`` XyData, ``dos_plot``). ``parameters``: ``npoints``, ``num_bands`` and ``sigma`` (eV; the window
-    nearest σ for large cells), ``solver`` (auto|dense|sparse), ``dos``, ``kmesh``, ``width``, ``method``
+    nearest σ for large cells), ``solver`` (auto|dense|sparse), ``overlap_tolerance`` (drop atom pairs whose
+    overlap stays below it, for bands and DOS of large cells), ``dos``, ``kmesh``, ``width``, ``method``
     (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same structure) its bands are overlaid on
     the plot and ``output_parameters`` gets the H and band errors (bands within ±``window`` eV, default 2, of the
     DFT Fermi level)."""
@@ -58,7 +63,7 @@ class BandsCalculation(MLCalculation):
         codeinfos = [self.codeinfo(bands)]
         if params.get("dos"):
             dos = ["dos", STRUCTURE, "--out", BANDS, "--plot", "--kmesh", *(str(n) for n in params.get("kmesh", (1, 1, 1)))]
-            dos += [arg for key in DOS_OPTIONS if key in params for arg in (f"--{key}", str(params[key]))]
+            dos += [arg for key in DOS_OPTIONS if key in params for arg in (f"--{key.replace('_', '-')}", str(params[key]))]
             codeinfos.append(self.codeinfo(dos))
             retrieve += [f"{BANDS}/dos.h5", f"{BANDS}/dos.png"]
         return self.calcinfo(codeinfos, copies, retrieve=retrieve)

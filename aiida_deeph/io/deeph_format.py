@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -150,6 +150,38 @@ class BlockMatrix:
     def to_blocks(self) -> dict[PairKey, np.ndarray]:
         return {key: block.copy() for key, block in self.items()}
 
+    def block_max(self) -> np.ndarray:
+        """max |X| of each block, (P,); pairs a chunk at a time, so 10⁸-entry matrices need no full-size temporary."""
+        largest = np.zeros(len(self))
+        for first, last in self._pair_chunks():
+            bounds = self.chunk_boundaries[first : last + 1]
+            nonempty = np.diff(bounds) > 0
+            values = np.abs(self.entries[bounds[0] : bounds[-1]])
+            largest[first:last][nonempty] = np.maximum.reduceat(values, bounds[:-1][nonempty] - bounds[0])
+        return largest
+
+    def subset(self, keep: np.ndarray) -> "BlockMatrix":
+        """The blocks where the boolean mask ``keep`` (P,) is True, in their order (entries copied)."""
+        keep = np.asarray(keep, dtype=bool)
+        sizes = np.diff(self.chunk_boundaries)
+        boundaries = np.concatenate([[0], np.cumsum(sizes[keep])])
+        entries = np.empty(boundaries[-1], dtype=self.entries.dtype)
+        written = 0
+        for first, last in self._pair_chunks():
+            chosen = keep[first:last]
+            lengths = sizes[first:last][chosen]
+            ends = np.cumsum(lengths)
+            gather = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths, lengths) \
+                + np.repeat(self.chunk_boundaries[first:last][chosen], lengths)
+            entries[written : written + len(gather)] = self.entries[gather]
+            written += len(gather)
+        return BlockMatrix(self.atom_pairs[keep], self.chunk_shapes[keep], boundaries, entries)
+
+    def _pair_chunks(self, entries_per_chunk: int = 1 << 22) -> Iterable[tuple[int, int]]:
+        """(first, last) pair ranges holding about ``entries_per_chunk`` entries each."""
+        pairs_per_chunk = max(1, entries_per_chunk * len(self) // max(len(self.entries), 1))
+        return ((first, min(first + pairs_per_chunk, len(self))) for first in range(0, len(self), pairs_per_chunk))
+
     def hermiticity_error(self) -> float:
         """max |X_ij(R) − X_ji(−R)^†| over the stored pairs; a missing partner counts as an infinite error."""
         worst = 0.0
@@ -252,6 +284,30 @@ class DeepHStructure:
         return np.array([eigh(*self.hk_sk(k), eigvals_only=True) for k in kpoints])
 
     # --- files -------------------------------------------------------------------------------------------------
+    def pruned(self, overlap_tolerance: float) -> "DeepHStructure":
+        """The same structure without the atom pairs whose overlap block has max |S| < ``overlap_tolerance``.
+
+        The effective parameters of a large cell: the pairs of an exact overlap reach far (|S| ≥ 1e-10: 11.3 Å in
+        DZVP-MOLOPT), and the fill of a sparse factorization grows with that range. H keeps the pairs S keeps; the
+        two mirror blocks X_ij(R), X_ji(−R) share their max, so H and S stay Hermitian. What the tolerance costs
+        in eigenvalues is measured in benchmarks/bench_tbg_bands.py (docs/inference.md).
+        """
+        if self.overlap is None:
+            raise ValueError("pruning by overlap needs the overlap")
+        if overlap_tolerance <= 0:
+            raise ValueError(f"overlap_tolerance must be > 0, got {overlap_tolerance}")
+        keep = self.overlap.block_max() >= overlap_tolerance
+        overlap = self.overlap.subset(keep)
+        hamiltonian = None
+        if self.hamiltonian is not None:
+            if np.array_equal(self.hamiltonian.atom_pairs, self.overlap.atom_pairs):
+                hamiltonian = self.hamiltonian.subset(keep)
+            else:
+                kept = {tuple(int(x) for x in row) for row in overlap.atom_pairs}
+                hamiltonian = self.hamiltonian.subset(
+                    np.array([tuple(int(x) for x in row) in kept for row in self.hamiltonian.atom_pairs], dtype=bool))
+        return replace(self, hamiltonian=hamiltonian, overlap=overlap)
+
     def info(self) -> dict:
         info = {
             "atoms_quantity": self.natoms,

@@ -84,7 +84,7 @@ def _bands(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    structure = with_fermi_from_occupation(DeepHStructure.read(args.folder))
+    structure = with_fermi_from_occupation(_read_pruned(args.folder, args.overlap_tolerance))
     result = compute_bands(structure, npoints=args.npoints, num_bands=args.num_bands,
                            solver=args.solver, sigma=args.sigma, output_dir=out)
     reference = None
@@ -94,6 +94,11 @@ def _bands(args: argparse.Namespace) -> int:
         plot_bands(result, out / "band.png", reference=reference)
     print(f"{out / 'band.h5'}: band gap {result.band_gap:.4f} eV{' (metal)' if result.is_metal else ''}")
     return EXIT_OK
+
+
+def _read_pruned(folder: str, overlap_tolerance: float | None) -> DeepHStructure:
+    structure = DeepHStructure.read(folder)
+    return structure if overlap_tolerance is None else structure.pruned(overlap_tolerance)
 
 
 def _compare_with_reference(structure: DeepHStructure, result, reference: DeepHStructure, args: argparse.Namespace,
@@ -116,12 +121,25 @@ def _dos(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    result = compute_dos(DeepHStructure.read(args.folder), kmesh=tuple(args.kmesh), method=args.method,
+    result = compute_dos(_read_pruned(args.folder, args.overlap_tolerance), kmesh=tuple(args.kmesh), method=args.method,
                          width=args.width, output_dir=out)
     if args.plot:
         plot_dos(result, out / "dos.png")
     print(f"{out / 'dos.h5'}: {result.method} DOS, Fermi level {result.fermi_energy_eV:.4f} eV")
     return EXIT_OK
+
+
+def add_overlap_tolerance(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--overlap-tolerance", type=positive_float, metavar="TOL",
+                         help="drop atom pairs whose overlap block stays below TOL (and their H): the effective "
+                              "parameters of large cells, e.g. 1e-6 (default: every stored pair)")
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def basis_argument(values: list[str]) -> str | dict[str, str]:
@@ -189,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--num-bands", type=int, help="bands nearest --sigma (default: all with dense)")
     command.add_argument("--solver", choices=("auto", "dense", "sparse"), default="auto")
     command.add_argument("--sigma", type=float, help="eV, centre of the band window (default: Fermi level)")
+    add_overlap_tolerance(command)
     command.add_argument("--plot", action="store_true", help="also write band.png")
     command.add_argument("--reference", help="DeepH folder of a DFT reference of the same structure: its bands "
                          "are overlaid and the errors written to validation.json")
@@ -202,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--kmesh", nargs=3, type=int, default=(1, 1, 1))
     command.add_argument("--width", type=float, default=0.1, help="eV, Gaussian broadening")
     command.add_argument("--method", choices=("auto", "gaussian", "kpm"), default="auto")
+    add_overlap_tolerance(command)
     command.add_argument("--plot", action="store_true", help="also write dos.png")
     command.set_defaults(run=_dos)
 

@@ -124,6 +124,22 @@ def test_single_precision_factor_solves_to_double_accuracy(operators, kpoint):
     np.testing.assert_allclose(single_values, shift_invert_eigsh(hk, sk, 8, -2.0), rtol=0, atol=1e-9)
 
 
+@pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
+def test_single_precision_refinement_stops_when_it_diverges(operators, caplog):
+    """σ within 1e-7 eV of an eigenvalue: the single factor's error exceeds the solution, so refinement would
+    diverge; the solve returns its best iterate, never worse than the unrefined one, and says so."""
+    hk, sk = operators["MoS2 3x3x1"].at_k(np.zeros(3))
+    sigma = dense_eigh(hk, sk)[40] + 1e-7
+    shifted = shifted_matrix(hk, sk, sigma)
+    rhs = np.random.default_rng(0).standard_normal(hk.shape[0])
+    with pardiso.factorize(shifted, precision="single") as single, caplog.at_level("WARNING"):
+        unrefined = np.linalg.norm(shifted @ single._solve(33, rhs) - rhs)
+        refined = np.linalg.norm(shifted @ single.solve(rhs) - rhs)
+    assert np.isfinite(refined) and refined <= unrefined
+    assert refined > pardiso.REFINEMENT_TOLERANCE * np.linalg.norm(rhs)
+    assert "a double factor is more accurate" in caplog.text
+
+
 def test_shifted_matrix_reuses_a_shared_layout(operators):
     hk, sk = operators["MoS2 3x3x1"].at_k(GENERIC_K)  # H and S on the same pairs: one CSR layout
     shifted = shifted_matrix(hk, sk, 1.5)

@@ -106,6 +106,11 @@ def test_command_line(real, model_dir, tmp_path):
     dos = cli("dos", str(tmp_path / "pred"), "--kmesh", "2", "2", "1")
     assert bands.returncode == dos.returncode == 0, bands.stderr + dos.stderr
     assert (tmp_path / "pred" / "band.h5").is_file() and (tmp_path / "pred" / "dos.h5").is_file()
+    pruned = cli("bands", str(tmp_path / "pred"), "--npoints", "10", "--overlap-tolerance", "1e-4", "--out",
+                 str(tmp_path / "pruned"))
+    assert pruned.returncode == 0 and (tmp_path / "pruned" / "band.h5").is_file(), pruned.stderr
+    zero = cli("dos", str(tmp_path / "pred"), "--overlap-tolerance", "0")
+    assert zero.returncode == 2 and "must be > 0" in zero.stderr
 
     missing = cli("infer", "--structure", str(real / "POSCAR"), "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "--model" in missing.stderr
