@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from ..io.atomic_write import atomic_path
 from ..io.deeph_format import DeepHStructure
 from .dos import gaussian_dos, kpm_expansion
-from .eigensolvers import dense_eigh, fermi_level, shift_invert_eigsh
+from .eigensolvers import ShiftInvert, dense_eigh, fermi_level
 from .kpath import KPath, standard_kpath
 from .pardiso import Backend
 from .sparse import BlochOperators
@@ -137,7 +137,8 @@ def compute_bands(
             bands = [_nearest(values, sigma, num_bands) for values in bands]
     elif solver == "sparse":
         num_bands = num_bands or min(50, operators.size - 2)
-        bands = [shift_invert_eigsh(*operators.at_k(k), num_bands, sigma, backend=backend) for k in kpath.kpoints]
+        with ShiftInvert(sigma, backend=backend) as solver:
+            bands = [solver(*operators.at_k(k), num_bands) for k in kpath.kpoints]
     else:
         raise ValueError(f"solver must be 'auto', 'dense' or 'sparse', not {solver!r}")
     result = BandsResult(kpath, np.array(bands), structure.fermi_energy_eV, operators.spinful,

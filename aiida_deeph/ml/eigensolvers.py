@@ -2,9 +2,10 @@
 
 * :func:`dense_eigh` — all eigenpairs with LAPACK, for small cells; optionally in the subspace of S(k) eigenvectors
   above ``ill_threshold`` (near-linear-dependent basis functions give spurious eigenvalues otherwise).
-* :func:`shift_invert_eigsh` — the eigenpairs nearest a target energy σ for large sparse cells: ARPACK on
-  (H − σS)⁻¹S with one sparse LDLᴴ factorization of H − σS per k-point (PARDISO, :mod:`.pardiso`) that serves every
-  Lanczos iteration. This is the DeepH-pack ``sparse_calc`` method.
+* :class:`ShiftInvert` / :func:`shift_invert_eigsh` — the eigenpairs nearest a target energy σ for large sparse
+  cells: ARPACK on (H − σS)⁻¹S with one sparse LDLᴴ factorization of H − σS per k-point (PARDISO, :mod:`.pardiso`)
+  that serves every Lanczos iteration, its ordering reused along a band path. This is the DeepH-pack
+  ``sparse_calc`` method.
 * :func:`fermi_level` — the chemical potential that holds a given number of electrons, step or Fermi–Dirac.
 """
 
@@ -18,7 +19,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 from scipy.special import expit
 
-from .pardiso import Backend, Precision, factorize
+from .pardiso import Backend, Precision, SparseFactorization, factorize
 
 BOLTZMANN_EV = 8.617333262e-5  # eV/K
 
@@ -60,27 +61,60 @@ def shift_invert_eigsh(
     precision: Precision = "double",
     ncv: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The ``num`` eigenvalues (ascending, eV) of H c = ε S c nearest ``sigma``, and optionally their eigenvectors.
+    """The ``num`` eigenvalues (ascending, eV) of H c = ε S c nearest ``sigma``, and optionally their eigenvectors:
+    one k-point of :class:`ShiftInvert`, whose arguments these are."""
+    with ShiftInvert(sigma, backend=backend, precision=precision) as solver:
+        return solver(h, s, num, vectors=vectors, tol=tol, maxiter=maxiter, ncv=ncv)
 
-    H − σS is factored once; ARPACK then only needs solves with that factor and products with S (H itself is not
-    touched again). Complex Hermitian H (generic k, spin–orbit) goes through ARPACK's complex driver, real symmetric
-    H (Γ) through the symmetric one. ``tol=0`` asks ARPACK for machine precision. ``precision="single"`` halves the
-    factor's memory (PARDISO), each solve refined to a double's accuracy at a few times its cost; ``ncv``: ARPACK's
-    Lanczos vectors (default 2·num + 1).
+
+class ShiftInvert:
+    """The eigenpairs of H(k) c = ε S(k) c nearest σ, k-point after k-point.
+
+    H − σS is factored once per k (PARDISO, :mod:`.pardiso`); ARPACK then only needs solves with that factor and
+    products with S (H itself is not touched again). Complex Hermitian H (generic k, spin–orbit) goes through
+    ARPACK's complex driver, real symmetric H (Γ) through the symmetric one. Along a band path the ordering and
+    symbolic analysis of the first k are reused while the pattern and the dtype stay the same: only the numerical
+    factorization is repeated (:meth:`~.pardiso.SparseFactorization.refactor`). ``precision="single"`` halves the
+    factor's memory (PARDISO), each solve refined towards a double's accuracy. A context manager: the factor is
+    freed on exit.
     """
-    size = h.shape[0]
-    if not 0 < num < size - 1:
-        raise ValueError(f"shift-invert needs 0 < num < N - 1 = {size - 1}, got num={num}")
-    shifted = shifted_matrix(h, s, sigma)
-    start = np.random.default_rng(0).standard_normal(size).astype(shifted.dtype)  # reproducible Krylov start
-    with factorize(shifted, backend=backend, precision=precision) as factor:
-        result = eigsh(h, k=num, M=s, sigma=sigma, which="LM", OPinv=factor.as_linear_operator(), v0=start,
-                       tol=tol, maxiter=maxiter, ncv=ncv, return_eigenvectors=vectors)
-    if not vectors:
-        return np.sort(result)
-    values, eigenvectors = result
-    order = np.argsort(values)
-    return values[order], eigenvectors[:, order]
+
+    def __init__(self, sigma: float, backend: Backend = "auto", precision: Precision = "double") -> None:
+        self.sigma, self.backend, self.precision = sigma, backend, precision
+        self.factorization: SparseFactorization | None = None
+        self.reused = 0  # k-points whose factorization reused the analysis of an earlier one
+
+    def __call__(self, h: sp.spmatrix, s: sp.spmatrix, num: int, *, vectors: bool = False, tol: float = 0.0,
+                 maxiter: int | None = None, ncv: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """``tol=0`` asks ARPACK for machine precision; ``ncv``: its Lanczos vectors (default 2·num + 1)."""
+        size = h.shape[0]
+        if not 0 < num < size - 1:
+            raise ValueError(f"shift-invert needs 0 < num < N - 1 = {size - 1}, got num={num}")
+        shifted = shifted_matrix(h, s, self.sigma)
+        if self.factorization is not None and self.factorization.refactor(shifted):
+            self.reused += 1
+        else:
+            self.close()
+            self.factorization = factorize(shifted, backend=self.backend, precision=self.precision)
+        start = np.random.default_rng(0).standard_normal(size).astype(shifted.dtype)  # reproducible Krylov start
+        result = eigsh(h, k=num, M=s, sigma=self.sigma, which="LM", OPinv=self.factorization.as_linear_operator(),
+                       v0=start, tol=tol, maxiter=maxiter, ncv=ncv, return_eigenvectors=vectors)
+        if not vectors:
+            return np.sort(result)
+        values, eigenvectors = result
+        order = np.argsort(values)
+        return values[order], eigenvectors[:, order]
+
+    def close(self) -> None:
+        if self.factorization is not None:
+            self.factorization.close()
+            self.factorization = None
+
+    def __enter__(self) -> "ShiftInvert":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def shifted_matrix(h: sp.spmatrix, s: sp.spmatrix, sigma: float) -> sp.csr_matrix:

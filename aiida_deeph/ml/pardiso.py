@@ -21,6 +21,7 @@ import importlib.metadata
 import logging
 import os
 import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Literal
@@ -68,6 +69,12 @@ class SparseFactorization:
     def solve_cholesky_adjoint(self, rhs: np.ndarray) -> np.ndarray:
         """L⁻ᴴb for the Cholesky factor A = LLᴴ (row-permuted), so that (L⁻ᴴ)(L⁻ᴴ)ᴴ = A⁻¹."""
         raise NotImplementedError
+
+    def refactor(self, matrix: sp.spmatrix) -> bool:
+        """Factor ``matrix`` in place of the current one, reusing the ordering and symbolic analysis when it has the
+        same sparsity pattern and dtype (a band path: H(k) − σS(k) changes only its values). Returns whether it
+        could; when not, the caller factors anew."""
+        return False
 
     def close(self) -> None:
         """Free the factors; the object cannot solve afterwards."""
@@ -222,6 +229,7 @@ class PardisoFactorization(SparseFactorization):
         self._matrix = (upper.data.astype(self._factor_dtype, copy=False), np.asarray(upper.indptr, dtype=np.int32),
                         np.asarray(upper.indices, dtype=np.int32))
         del upper
+        self.analysis_seconds = self.factor_seconds = 0.0
         self._mtype = np.array((4 if complex_ else 2) * (1 if positive_definite else -1), dtype=np.int32)
         self._handle = np.zeros(64, dtype=np.int64)
         self._iparm = np.zeros(64, dtype=np.int32)
@@ -242,11 +250,35 @@ class PardisoFactorization(SparseFactorization):
         self._finalizer = weakref.finalize(self, _release, library, self._handle, self._mtype, self._iparm,
                                            self.shape[0])
         try:
-            dummy = np.zeros(1, self._factor_dtype)
-            self._call(12, dummy, dummy.copy(), nrhs=1)  # analysis + factorization
+            self._timed_call(11)  # ordering and symbolic factorization: reused by refactor()
+            self._timed_call(22)  # numerical factorization
         except RuntimeError:
             self.close()
             raise
+
+    def _timed_call(self, phase: int) -> None:
+        start = time.perf_counter()
+        dummy = np.zeros(1, self._factor_dtype)
+        self._call(phase, dummy, dummy.copy(), nrhs=1)
+        if phase == 11:
+            self.analysis_seconds += time.perf_counter() - start
+        else:
+            self.factor_seconds += time.perf_counter() - start
+
+    def refactor(self, matrix: sp.spmatrix) -> bool:
+        if not self._finalizer.alive or np.iscomplexobj(matrix.data) != (self.dtype.kind == "c"):
+            return False
+        csr = sp.csr_matrix(matrix, dtype=self.dtype)
+        upper = _upper_triangle(csr)
+        _, indptr, indices = self._matrix
+        if not (np.array_equal(upper.indptr, indptr) and np.array_equal(upper.indices, indices)):
+            return False
+        self._matrix = (upper.data.astype(self._factor_dtype, copy=False), indptr, indices)
+        del upper
+        if self._refine_with is not None:
+            self._refine_with = csr
+        self._timed_call(22)
+        return True
 
     def _call(self, phase: int, rhs: np.ndarray, out: np.ndarray, nrhs: int) -> None:
         _pardiso(self._library, self._handle, self._mtype, self._iparm, phase, self.shape[0], self._matrix, rhs,

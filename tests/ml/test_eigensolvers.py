@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from aiida_deeph.ml import pardiso
-from aiida_deeph.ml.eigensolvers import dense_eigh, fermi_level, shift_invert_eigsh, shifted_matrix
+from aiida_deeph.ml.eigensolvers import ShiftInvert, dense_eigh, fermi_level, shift_invert_eigsh, shifted_matrix
 from aiida_deeph.ml.pardiso import mkl_runtime
 from aiida_deeph.ml.sparse import BlochOperators
 
@@ -138,6 +138,26 @@ def test_single_precision_refinement_stops_when_it_diverges(operators, caplog):
     assert np.isfinite(refined) and refined <= unrefined
     assert refined > pardiso.REFINEMENT_TOLERANCE * np.linalg.norm(rhs)
     assert "a double factor is more accurate" in caplog.text
+
+
+@pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
+@pytest.mark.parametrize("precision", ["double", "single"])
+def test_band_path_reuses_the_analysis_of_its_first_kpoint(operators, precision):
+    """Γ (real), then three complex k-points: the complex ones after the first reuse its ordering and symbolic
+    factorization, and every k gets the eigenvalues of a factorization of its own."""
+    path = [np.zeros(3), GENERIC_K, np.array([0.3, 0.1, 0.0]), np.array([0.2, 0.35, 0.0])]
+    single = operators["MoS2 3x3x1"]
+    with ShiftInvert(-2.0, precision=precision) as solver:
+        for kpoint in path:
+            hk, sk = single.at_k(kpoint)
+            np.testing.assert_allclose(solver(hk, sk, 8, ncv=40), shift_invert_eigsh(hk, sk, 8, -2.0, ncv=40),
+                                       rtol=0, atol=1e-9)
+        assert solver.reused == 2 and solver.factorization.analysis_seconds > 0
+        hk, sk = operators["MoS2"].at_k(GENERIC_K)  # another pattern: factored anew
+        assert not solver.factorization.refactor(shifted_matrix(hk, sk, -2.0))
+        solver(hk, sk, 4)
+        assert solver.reused == 2
+    assert solver.factorization is None
 
 
 def test_shifted_matrix_reuses_a_shared_layout(operators):
