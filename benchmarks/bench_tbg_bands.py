@@ -1,7 +1,8 @@
 """Benchmark (not a test): the 50 eigenvalues nearest E_F of twisted bilayer graphene in the 13-orbital DZVP basis.
 
     python benchmarks/bench_tbg_bands.py [--n 10 13 18] [--full] [--check-n 4] [--bands 50] [--threads 2]
-                                         [--solvers pardiso single] [--k Γ k] [--model-h] [--max-gb 18] [--log FILE]
+                                         [--solvers pardiso single] [--tolerances 1e-6 1e-5] [--k Γ k] [--model-h]
+                                         [--max-gb 18] [--log FILE]
 
 Matrices. S(R) is the exact overlap of CP2K's DZVP-MOLOPT-SR-GTH basis (:func:`aiida_deeph.io.overlap.
 analytic_overlap`: every pair with |S| ≥ 1e-10, i.e. within 11.3 Å, ~283 neighbours per atom — the pairs a DeepH
@@ -21,7 +22,10 @@ Each (size, k, solver) runs the engine's :func:`~aiida_deeph.ml.eigensolvers.shi
 pushing the shared box into swap or the OOM killer. Solvers: 'pardiso' (MKL PARDISO LDLᴴ in double: the default),
 'single' (PARDISO single-precision factor, every solve refined in double), and at Γ of the first sweep size only
 'complex' (Γ handed over as a complex matrix: what real arithmetic at Γ saves) and 'ncv' (3·bands + 1 Lanczos
-vectors instead of 2·bands + 1); at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
+vectors instead of 2·bands + 1) and 'matching' (PARDISO with symmetric scaling and weighted matching, as the engine
+called it before: MKL advises it for indefinite matrices); ``--tolerances`` runs the sweep's solvers again on the
+structure pruned to the pairs with max |S| ≥ TOL (``bands --overlap-tolerance``) and reports the eigenvalue error
+that costs against every pair; at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
 and 'dense' (LAPACK, every eigenvalue), the reference for the eigenvalues. ``--log FILE`` keeps every result (JSON
 lines) and skips what it already holds, so that the sweep can be run a few solvers or k-points at a time. Absolute
 times are from a shared, loaded 2-core box; ratios are taken in one run.
@@ -51,6 +55,7 @@ SOLVERS = {  # name: shift_invert_eigsh keywords (None: dense)
     "single": {"backend": "pardiso", "precision": "single"},
     "complex": {"backend": "pardiso"},
     "ncv": {"backend": "pardiso"},
+    "matching": {"backend": "pardiso"},
     "superlu": {"backend": "superlu"},
     "dense": None,
 }
@@ -126,7 +131,9 @@ def predict_model_h(folder: str, threads: int) -> float:
 
 def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: float, threads: int,
               max_gb: float) -> dict:
-    """One shift-invert (or dense) solve in this process, timed; the eigenvalues come back too."""
+    """One shift-invert (or dense) solve in this process, timed; the eigenvalues come back too. ``solver`` is a
+    name of SOLVERS, or ``name@TOL``: the structure pruned to the pairs with max |S| ≥ TOL first (what
+    ``bands --overlap-tolerance TOL`` does)."""
     resource.setrlimit(resource.RLIMIT_AS, (int(max_gb * 2**30),) * 2)
     from threadpoolctl import threadpool_limits
 
@@ -135,11 +142,19 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     from aiida_deeph.ml.sparse import BlochOperators
 
     threadpool_limits(threads)
+    solver, _, tolerance = solver.partition("@")
+    if solver == "matching":
+        with_weighted_matching()
     start = time.perf_counter()
-    h, s = BlochOperators(DeepHStructure.read(folder)).at_k(np.array(kpoint))
+    structure = DeepHStructure.read(folder)
+    if tolerance:
+        structure = structure.pruned(float(tolerance))
+    h, s = BlochOperators(structure).at_k(np.array(kpoint))
+    pairs = len(structure.overlap)
+    del structure  # the blocks: only H(k) and S(k) are needed from here on
     if solver == "complex":
         h, s = h.astype(np.complex128), s.astype(np.complex128)
-    row = {"N": h.shape[0], "nnz": h.nnz, "dtype": str(h.dtype), "assembly_s": time.perf_counter() - start,
+    row = {"N": h.shape[0], "nnz": h.nnz, "pairs": pairs, "dtype": str(h.dtype), "assembly_s": time.perf_counter() - start,
            "before_gb": peak_rss_gb()}
     stats = watch_factorizations(eigensolvers)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -152,6 +167,52 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     row.update(stats, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu, peak_gb=peak_rss_gb(),
                values=values.tolist())
     return row
+
+
+def path_job(folder: str, points: int, bands: int, sigma: float, threads: int, max_gb: float) -> dict:
+    """``points`` complex k-points on a line: a fresh factorization at each (analysis + numerical) vs one
+    :class:`~aiida_deeph.ml.eigensolvers.ShiftInvert` that reuses the first k's analysis, as compute_bands does."""
+    resource.setrlimit(resource.RLIMIT_AS, (int(max_gb * 2**30),) * 2)
+    from threadpoolctl import threadpool_limits
+
+    from aiida_deeph.io.deeph_format import DeepHStructure
+    from aiida_deeph.ml.eigensolvers import ShiftInvert
+    from aiida_deeph.ml.sparse import BlochOperators
+
+    threadpool_limits(threads)
+    operators = BlochOperators(DeepHStructure.read(folder))
+    kpoints = [np.array(GENERIC_K) * (1 + 0.5 * n / points) for n in range(points)]
+    row: dict = {"points": points}
+    values = {}
+    for mode in ("fresh", "reused"):
+        start, analysis, numerical = time.perf_counter(), 0.0, 0.0
+        with ShiftInvert(sigma) as solver:
+            values[mode] = []
+            for kpoint in kpoints:
+                if mode == "fresh":
+                    solver.close()
+                values[mode].append(solver(*operators.at_k(kpoint), bands))
+                analysis, numerical = (analysis + solver.factorization.analysis_seconds,
+                                       numerical + solver.factorization.factor_seconds) if mode == "fresh" else \
+                    (solver.factorization.analysis_seconds, solver.factorization.factor_seconds)
+        row[mode] = {"wall_s": time.perf_counter() - start, "analysis_s": analysis, "factor_s": numerical,
+                     "reused": solver.reused}
+    row["max_difference_eV"] = float(np.abs(np.array(values["fresh"]) - np.array(values["reused"])).max())
+    return row
+
+
+def with_weighted_matching() -> None:
+    """PARDISO as the engine called it before: symmetric scaling and weighted matching on (iparm 10, 12 = 1)."""
+    import aiida_deeph.ml.pardiso as pardiso
+
+    call = pardiso._pardiso
+
+    def patched(library, handle, mtype, iparm, phase, *args, **kwargs):
+        if phase == 11:  # the analysis computes the scaling and matching that the factorization uses
+            iparm[10] = iparm[12] = 1
+        return call(library, handle, mtype, iparm, phase, *args, **kwargs)
+
+    pardiso._pardiso = patched
 
 
 def watch_factorizations(module) -> dict:
@@ -220,6 +281,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="MKL/BLAS threads")
     parser.add_argument("--solvers", nargs="+", default=["pardiso", "single"], choices=SOLVERS,
                         help="solvers of the sweep ('complex' and 'ncv' run at Γ of its first size)")
+    parser.add_argument("--path", type=int, default=0, metavar="POINTS",
+                        help="at the first sweep size, a band path of POINTS complex k-points: analysis reused or not")
+    parser.add_argument("--tolerances", nargs="+", type=float, default=[],
+                        help="also run the sweep's solvers on the structure pruned to max |S| ≥ each TOL")
     parser.add_argument("--k", nargs="+", default=["Γ", "k"], choices=["Γ", "k"], help="k-points of the sweep")
     parser.add_argument("--model-h", action="store_true", help="also solve the first sweep size with a model's H")
     parser.add_argument("--max-gb", type=float, default=18.0, help="address-space cap of each solve")
@@ -228,7 +293,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.job:
         spec = json.loads(args.job)
-        job = {"write": write_job, "solve": solve_job, "fermi": lambda: {"fermi": fermi_energy()}}[spec.pop("job")]
+        job = {"write": write_job, "solve": solve_job, "path": path_job,
+               "fermi": lambda: {"fermi": fermi_energy()}}[spec.pop("job")]
         print(json.dumps(job(**spec)))
         return
 
@@ -247,21 +313,25 @@ def main() -> None:
     if args.check_n:
         plan += [(args.check_n, k, solver) for k in ("Γ", "k") for solver in ("pardiso", "single", "superlu", "dense")]
     for index, n in enumerate(sweep):
-        plan += [(n, k, solver) for k in args.k for solver in args.solvers
-                 if solver not in ("complex", "ncv") or (index == 0 and k == "Γ")]
+        plan += [(n, k, solver) for k in args.k for solver in sweep_solvers(args)
+                 if solver not in ("complex", "ncv", "matching") or (index == 0 and k == "Γ")]
     results = {(r["n"], r["k"], r["solver"]): r for r in logged if "solver" in r}
     with tempfile.TemporaryDirectory() as tmp:
         folders: dict[int, dict] = {r["n"]: r for r in logged if r.get("kind") == "size"}
+        def written(n: int) -> str:
+            folder = f"{tmp}/tbg_{n}"
+            if not Path(folder).is_dir():
+                size = run_job("write", n=n, folder=folder, fermi=fermi, model_h=args.model_h and n == sweep[0],
+                               threads=args.threads)
+                if "failed" in size:
+                    raise SystemExit(f"n = {n}: {size['failed']}")
+                folders[n] = {**size, "kind": "size", "n": n}
+                log(args.log, folders[n])
+            return folder
+
         for n, k, solver in plan:
             if (n, k, solver) not in results:
-                folder = f"{tmp}/tbg_{n}"
-                if not Path(folder).is_dir():
-                    size = run_job("write", n=n, folder=folder, fermi=fermi,
-                                   model_h=args.model_h and n == sweep[0], threads=args.threads)
-                    if "failed" in size:
-                        raise SystemExit(f"n = {n}: {size['failed']}")
-                    folders[n] = {**size, "kind": "size", "n": n}
-                    log(args.log, folders[n])
+                folder = written(n)
                 kpoint = [0.0, 0.0, 0.0] if k == "Γ" else GENERIC_K
                 row = run_job("solve", folder=folder, kpoint=kpoint, solver=solver, bands=args.bands, sigma=fermi,
                               threads=args.threads, max_gb=args.max_gb)
@@ -275,7 +345,28 @@ def main() -> None:
             print_row(n, folders[n]["atoms"], k, solver, results[(n, k, solver)])
             if (n, k, "model-h") in results and solver == "pardiso":
                 print_row(n, folders[n]["atoms"], k, "model-h", results[(n, k, "model-h")])
+        if args.path:
+            path = next((r for r in logged if r.get("kind") == "path" and r.get("points") == args.path), None)
+            if path is None:
+                path = {**run_job("path", folder=written(sweep[0]), points=args.path, bands=args.bands, sigma=fermi,
+                                  threads=args.threads, max_gb=args.max_gb), "kind": "path"}
+                if "failed" in path:
+                    raise SystemExit(f"band path: {path['failed']}")
+                log(args.log, path)
     summarize(args, sweep, folders, results)
+    if args.path:
+        fresh, reused = path["fresh"], path["reused"]
+        print(f"\nBand path of {args.path} complex k-points at {folders[sweep[0]]['atoms']:,} atoms: a fresh "
+              f"factorization per k {fresh['wall_s']:.1f} s (analysis {fresh['analysis_s']:.1f} s, numerical "
+              f"{fresh['factor_s']:.1f} s) vs the first k's analysis reused by {reused['reused']} others "
+              f"{reused['wall_s']:.1f} s (analysis {reused['analysis_s']:.1f} s, numerical {reused['factor_s']:.1f} s): ×{fresh['wall_s'] / reused['wall_s']:.2f}; eigenvalues equal to "
+              f"{path['max_difference_eV']:.1e} eV")
+
+
+def sweep_solvers(args: argparse.Namespace) -> list[str]:
+    """The sweep's solvers, then each of them on every pruned structure (``name@TOL``)."""
+    plain = [s for s in args.solvers if s not in ("complex", "ncv", "matching")]
+    return [*args.solvers, *(f"{solver}@{tolerance:g}" for tolerance in args.tolerances for solver in plain)]
 
 
 def log(path: Path | None, row: dict) -> None:
@@ -296,6 +387,7 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
     first = sweep[0]
     print("\nA vs B (eigsh wall seconds, peak GB; same run)")
     pairs = [(first, "Γ", "complex", "pardiso", "Γ complex Hermitian / Γ real symmetric"),
+             (first, "Γ", "matching", "pardiso", "weighted matching / none (the default)"),
              (first, "Γ", "ncv", "pardiso", f"ncv = {3 * args.bands + 1} / default"),
              (first, "Γ", "model-h", "pardiso", "model H / Hückel H")]
     for n in (args.check_n, *sweep):
@@ -308,6 +400,19 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
             print(f"  {folders[n]['atoms']:>6,} atoms {k}: {label:<40} time ×{ra['wall_s'] / rb['wall_s']:.2f} "
                   f"(factor ×{ra['factor_s'] / max(rb['factor_s'], 1e-9):.2f}, solves {ra['solves']} vs "
                   f"{rb['solves']}), peak {ra['peak_gb']:.2f} vs {rb['peak_gb']:.2f} GB")
+    if args.tolerances:
+        print("\nPruned pairs (max |S| < TOL dropped) against every pair, same size and k: eigenvalue error, time, memory")
+        for n in (args.check_n, *sweep):
+            for k in ("Γ", "k"):
+                for solver in sweep_solvers(args):
+                    base, _, tolerance = solver.partition("@")
+                    if tolerance and (n, k, solver) in ok and (n, k, base) in ok:
+                        pruned, exact = ok[(n, k, solver)], ok[(n, k, base)]
+                        error = np.abs(np.array(pruned["values"]) - np.array(exact["values"])).max() * 1e3
+                        print(f"  {folders[n]['atoms']:>6,} atoms {k} {solver:>16}: pairs {pruned['pairs'] / exact['pairs']:.0%}, "
+                              f"max |Δε| {error:.3f} meV, time ×{exact['wall_s'] / pruned['wall_s']:.2f} faster, "
+                              f"factor GB {pruned['factor_gb']:.2f} vs {exact['factor_gb']:.2f}, "
+                              f"peak {pruned['peak_gb']:.2f} vs {exact['peak_gb']:.2f} GB")
     fitted = [n for n in sweep if n != FULL_N]
     if len(fitted) < 2:
         return
@@ -315,7 +420,7 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
     print(f"\nExtrapolated to {target:,} atoms (N = {13 * target:,}) from the fits over "
           f"{', '.join(str(folders[n]['atoms']) for n in fitted)} atoms [exponent]:")
     for k in ("Γ", "k"):
-        for solver in args.solvers:
+        for solver in sweep_solvers(args):
             rows = [ok.get((n, k, solver)) for n in fitted]
             if any(row is None for row in rows):
                 continue
