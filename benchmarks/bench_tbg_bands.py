@@ -23,7 +23,9 @@ pushing the shared box into swap or the OOM killer. Solvers: 'pardiso' (MKL PARD
 'single' (PARDISO single-precision factor, every solve refined in double), and at Γ of the first sweep size only
 'complex' (Γ handed over as a complex matrix: what real arithmetic at Γ saves) and 'ncv' (3·bands + 1 Lanczos
 vectors instead of 2·bands + 1) and 'matching' (PARDISO with symmetric scaling and weighted matching, as the engine
-called it before: MKL advises it for indefinite matrices); ``--tolerances`` runs the sweep's solvers again on the
+called it before: MKL advises it for indefinite matrices), 'separate' (H(k) and H − σS kept beside the factor, as
+the engine had them before :meth:`~aiida_deeph.ml.eigensolvers.ShiftInvert.at_k`, which the others use, as
+``compute_bands`` does); ``--tolerances`` runs the sweep's solvers again on the
 structure pruned to the pairs with max |S| ≥ TOL (``bands --overlap-tolerance``) and reports the eigenvalue error
 that costs against every pair; at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
 and 'dense' (LAPACK, every eigenvalue), the reference for the eigenvalues. ``--log FILE`` keeps every result (JSON
@@ -56,6 +58,7 @@ SOLVERS = {  # name: shift_invert_eigsh keywords (None: dense)
     "complex": {"backend": "pardiso"},
     "ncv": {"backend": "pardiso"},
     "matching": {"backend": "pardiso"},
+    "separate": {"backend": "pardiso"},
     "superlu": {"backend": "superlu"},
     "dense": None,
 }
@@ -149,21 +152,27 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     structure = DeepHStructure.read(folder)
     if tolerance:
         structure = structure.pruned(float(tolerance))
-    h, s = BlochOperators(structure).at_k(np.array(kpoint))
-    pairs = len(structure.overlap)
-    del structure  # the blocks: only H(k) and S(k) are needed from here on
-    if solver == "complex":
+    operators, kpoint = BlochOperators(structure), np.array(kpoint)
+    h, s = operators.at_k(kpoint)
+    row = {"N": h.shape[0], "nnz": h.nnz, "pairs": len(structure.overlap), "dtype": str(h.dtype),
+           "assembly_s": time.perf_counter() - start}
+    if solver in ("pardiso", "single", "matching"):
+        del h, s  # assembled again by ShiftInvert.at_k, as compute_bands does
+    elif solver == "complex":
         h, s = h.astype(np.complex128), s.astype(np.complex128)
-    row = {"N": h.shape[0], "nnz": h.nnz, "pairs": pairs, "dtype": str(h.dtype), "assembly_s": time.perf_counter() - start,
-           "before_gb": peak_rss_gb()}
+    row["before_gb"] = peak_rss_gb()
     stats = watch_factorizations(eigensolvers)
     wall, cpu = time.perf_counter(), time.process_time()
     if SOLVERS[solver] is None:
         values = eigensolvers.dense_eigh(h, s)
         values = np.sort(values[np.argsort(np.abs(values - sigma))[:bands]])
     else:
-        options = {**SOLVERS[solver], "ncv": 3 * bands + 1 if solver == "ncv" else None}
-        values = eigensolvers.shift_invert_eigsh(h, s, bands, sigma, **options)
+        options = dict(SOLVERS[solver])
+        with eigensolvers.ShiftInvert(sigma, options.pop("backend"), options.pop("precision", "double")) as solve:
+            if solver in ("pardiso", "single", "matching"):
+                values = solve.at_k(operators, kpoint, bands)
+            else:  # H(k) and H − σS beside the factor, as the engine had them before ShiftInvert.at_k
+                values = solve(h, s, bands, ncv=3 * bands + 1 if solver == "ncv" else None)
     row.update(stats, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu, peak_gb=peak_rss_gb(),
                values=values.tolist())
     return row
@@ -392,7 +401,8 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
              (first, "Γ", "model-h", "pardiso", "model H / Hückel H")]
     for n in (args.check_n, *sweep):
         for k in ("Γ", "k"):
-            pairs += [(n, k, "single", "pardiso", "single + refinement / double"),
+            pairs += [(n, k, "separate", "pardiso", "H(k), H − σS kept beside the factor / not"),
+                      (n, k, "single", "pardiso", "single + refinement / double"),
                       (n, k, "superlu", "pardiso", "SuperLU / PARDISO"), (n, k, "dense", "pardiso", "dense / PARDISO")]
     for n, k, a, b, label in pairs:
         if (n, k, a) in ok and (n, k, b) in ok:

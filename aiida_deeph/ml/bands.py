@@ -138,7 +138,7 @@ def compute_bands(
     elif solver == "sparse":
         num_bands = num_bands or min(50, operators.size - 2)
         with ShiftInvert(sigma, backend=backend) as solver:
-            bands = [solver(*operators.at_k(k), num_bands) for k in kpath.kpoints]
+            bands = [solver.at_k(operators, k, num_bands) for k in kpath.kpoints]
     else:
         raise ValueError(f"solver must be 'auto', 'dense' or 'sparse', not {solver!r}")
     result = BandsResult(kpath, np.array(bands), structure.fermi_energy_eV, operators.spinful,

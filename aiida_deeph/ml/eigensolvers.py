@@ -20,8 +20,10 @@ from scipy.sparse.linalg import eigsh
 from scipy.special import expit
 
 from .pardiso import Backend, Precision, SparseFactorization, factorize
+from .sparse import BlochOperators
 
 BOLTZMANN_EV = 8.617333262e-5  # eV/K
+_CHUNK = 1 << 22  # entries per step of an in-place update: bounds its temporary at tens of MB
 
 Matrix = np.ndarray | sp.spmatrix
 
@@ -86,19 +88,44 @@ class ShiftInvert:
 
     def __call__(self, h: sp.spmatrix, s: sp.spmatrix, num: int, *, vectors: bool = False, tol: float = 0.0,
                  maxiter: int | None = None, ncv: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """``tol=0`` asks ARPACK for machine precision; ``ncv``: its Lanczos vectors (default 2·num + 1)."""
-        size = h.shape[0]
+        """The eigenpairs of the given H and S. ``tol=0`` asks ARPACK for machine precision; ``ncv``: its Lanczos
+        vectors (default 2·num + 1)."""
+        self._check(h.shape[0], num)
+        self._factor(shifted_matrix(h, s, self.sigma))
+        return self._eigsh(s, num, vectors=vectors, tol=tol, maxiter=maxiter, ncv=ncv)
+
+    def at_k(self, operators: BlochOperators, kpoint: np.ndarray, num: int,
+             **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The same at one k-point of ``operators``, in less memory: H(k) − σS(k) is written over the freshly
+        assembled H(k), and a double-precision factorization lets go of it once PARDISO holds its own copy, so H(k)
+        and H − σS never sit next to the factor (at 10⁴ atoms each is GBs)."""
+        self._check(operators.size, num)
+        h, s = operators.at_k(kpoint)
+        shifted = shifted_matrix(h, s, self.sigma, overwrite_h=True)
+        del h
+        self._factor(shifted)
+        del shifted
+        return self._eigsh(s, num, **options)
+
+    @staticmethod
+    def _check(size: int, num: int) -> None:
         if not 0 < num < size - 1:
             raise ValueError(f"shift-invert needs 0 < num < N - 1 = {size - 1}, got num={num}")
-        shifted = shifted_matrix(h, s, self.sigma)
+
+    def _factor(self, shifted: sp.spmatrix) -> None:
         if self.factorization is not None and self.factorization.refactor(shifted):
             self.reused += 1
         else:
             self.close()
             self.factorization = factorize(shifted, backend=self.backend, precision=self.precision)
-        start = np.random.default_rng(0).standard_normal(size).astype(shifted.dtype)  # reproducible Krylov start
-        result = eigsh(h, k=num, M=s, sigma=self.sigma, which="LM", OPinv=self.factorization.as_linear_operator(),
-                       v0=start, tol=tol, maxiter=maxiter, ncv=ncv, return_eigenvectors=vectors)
+
+    def _eigsh(self, s: sp.spmatrix, num: int, vectors: bool = False, tol: float = 0.0, maxiter: int | None = None,
+               ncv: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        inverse = self.factorization.as_linear_operator()
+        start = np.random.default_rng(0).standard_normal(s.shape[0]).astype(inverse.dtype)  # reproducible start
+        # in shift-invert mode ARPACK never multiplies by A: the operator stands in for its shape and dtype
+        result = eigsh(inverse, k=num, M=s, sigma=self.sigma, which="LM", OPinv=inverse, v0=start, tol=tol,
+                       maxiter=maxiter, ncv=ncv, return_eigenvectors=vectors)
         if not vectors:
             return np.sort(result)
         values, eigenvectors = result
@@ -117,12 +144,17 @@ class ShiftInvert:
         self.close()
 
 
-def shifted_matrix(h: sp.spmatrix, s: sp.spmatrix, sigma: float) -> sp.csr_matrix:
+def shifted_matrix(h: sp.spmatrix, s: sp.spmatrix, sigma: float, overwrite_h: bool = False) -> sp.csr_matrix:
     """H − σS as CSR. When H and S share one CSR layout (:class:`~.sparse.BlochOperators` with the same pairs) that
-    is one new data array on their index arrays: scipy's sum would rebuild the layout, at ~3× the memory."""
+    is one new data array on their index arrays (scipy's sum would rebuild the layout, at ~3× the memory), or with
+    ``overwrite_h`` H itself, its values replaced a chunk at a time."""
     if sp.issparse(h) and sp.issparse(s) and h.format == s.format == "csr" and h.shape == s.shape \
             and _same_layout(h, s):
-        return sp.csr_matrix((h.data - sigma * s.data, h.indices, h.indptr), shape=h.shape)
+        if not overwrite_h:
+            return sp.csr_matrix((h.data - sigma * s.data, h.indices, h.indptr), shape=h.shape)
+        for first in range(0, h.nnz, _CHUNK):
+            h.data[first : first + _CHUNK] -= sigma * s.data[first : first + _CHUNK]
+        return h
     return sp.csr_matrix(h - sigma * s)
 
 

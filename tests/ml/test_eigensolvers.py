@@ -160,6 +160,23 @@ def test_band_path_reuses_the_analysis_of_its_first_kpoint(operators, precision)
     assert solver.factorization is None
 
 
+@pytest.mark.parametrize("kpoint", [np.zeros(3), GENERIC_K], ids=["real", "complex"])
+def test_shift_invert_at_k_overwrites_only_its_own_copy_of_h(operators, kpoint):
+    """at_k shifts H(k) in place: same eigenvalues as from separate H and S, and the blocks are untouched."""
+    bloch = operators["MoS2 3x3x1"]
+    hk, sk = bloch.at_k(kpoint)
+    with ShiftInvert(-2.0) as solver:
+        np.testing.assert_allclose(solver.at_k(bloch, kpoint, 8), shift_invert_eigsh(hk, sk, 8, -2.0), rtol=0,
+                                   atol=1e-9)
+        with pytest.raises(ValueError, match="0 < num"):
+            solver.at_k(bloch, kpoint, hk.shape[0])
+    again, _ = bloch.at_k(kpoint)
+    np.testing.assert_array_equal(again.data, hk.data)
+    shifted = shifted_matrix(hk, sk, 1.5, overwrite_h=True)
+    assert shifted is hk and np.shares_memory(shifted.data, hk.data)
+    np.testing.assert_allclose(shifted.toarray(), again.toarray() - 1.5 * sk.toarray(), atol=1e-14)
+
+
 def test_shifted_matrix_reuses_a_shared_layout(operators):
     hk, sk = operators["MoS2 3x3x1"].at_k(GENERIC_K)  # H and S on the same pairs: one CSR layout
     shifted = shifted_matrix(hk, sk, 1.5)
