@@ -97,8 +97,9 @@ class ShiftInvert:
     def at_k(self, operators: BlochOperators, kpoint: np.ndarray, num: int,
              **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The same at one k-point of ``operators``, in less memory: H(k) − σS(k) is written over the freshly
-        assembled H(k), and a double-precision factorization lets go of it once PARDISO holds its own copy, so H(k)
-        and H − σS never sit next to the factor (at 10⁴ atoms each is GBs)."""
+        assembled H(k) (no second matrix beside it), and dropped once factored when PARDISO holds its own copy
+        (double precision), so it does not sit beside the factor through the Lanczos steps (at 10⁴ atoms it is
+        GBs)."""
         self._check(operators.size, num)
         h, s = operators.at_k(kpoint)
         shifted = shifted_matrix(h, s, self.sigma, overwrite_h=True)
