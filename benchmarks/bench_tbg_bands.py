@@ -59,6 +59,7 @@ SOLVERS = {  # name: shift_invert_eigsh keywords (None: dense)
     "ncv": {"backend": "pardiso"},
     "matching": {"backend": "pardiso"},
     "separate": {"backend": "pardiso"},
+    "symmetry": {"backend": "pardiso"},
     "superlu": {"backend": "superlu"},
     "dense": None,
 }
@@ -103,11 +104,14 @@ def fermi_energy() -> float:
 
 
 # --- subprocess jobs ---------------------------------------------------------------------------------------------
-def write_job(n: int, folder: str, fermi: float, model_h: bool, threads: int) -> dict:
-    """Write the size's stand-in folder (and its model-H twin); returns sizes and build times."""
+def write_job(n: int, folder: str, fermi: float, model_h: bool, threads: int, tolerance: float | None = None) -> dict:
+    """Write the size's stand-in folder (and its model-H twin), pruned to ``tolerance`` when given; returns sizes
+    and build times."""
     start = time.perf_counter()
     structure = tbg(n, fermi)
     seconds = time.perf_counter() - start
+    if tolerance:
+        structure = structure.pruned(tolerance)
     structure.write(folder)
     row = {"atoms": len(structure.species), "pairs": len(structure.overlap), "overlap_s": seconds}
     if model_h:
@@ -149,10 +153,18 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     if solver == "matching":
         with_weighted_matching()
     start = time.perf_counter()
-    structure = DeepHStructure.read(folder)
-    if tolerance:
-        structure = structure.pruned(float(tolerance))
-    operators, kpoint = BlochOperators(structure), np.array(kpoint)
+    structure = DeepHStructure.read(folder, overlap_tolerance=float(tolerance) if tolerance else None)
+    kpoint = np.array(kpoint)
+    if solver == "symmetry":
+        from aiida_deeph.ml.symmetry import GammaFolding
+
+        if np.any(kpoint):
+            raise ValueError("the symmetry blocks are for Γ")
+        sizes = {"N": structure.norbitals, "nnz": 0, "pairs": len(structure.overlap), "dtype": "blocks"}
+        folding = GammaFolding(structure)
+        del structure  # the folding keeps the pairs of one atom per orbit
+        return symmetry_job(folding, sizes, bands, sigma, start)
+    operators = BlochOperators(structure)
     h, s = operators.at_k(kpoint)
     row = {"N": h.shape[0], "nnz": h.nnz, "pairs": len(structure.overlap), "dtype": str(h.dtype),
            "assembly_s": time.perf_counter() - start}
@@ -173,6 +185,21 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
                 values = solve.at_k(operators, kpoint, bands)
             else:  # H(k) and H − σS beside the factor, as the engine had them before ShiftInvert.at_k
                 values = solve(h, s, bands, ncv=3 * bands + 1 if solver == "ncv" else None)
+    row.update(stats, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu, peak_gb=peak_rss_gb(),
+               values=values.tolist())
+    return row
+
+
+def symmetry_job(folding, row: dict, bands: int, sigma: float, start: float) -> dict:
+    """Γ through the irrep blocks of the cell's rotation (:mod:`aiida_deeph.ml.symmetry`), blocks one at a time."""
+    import aiida_deeph.ml.eigensolvers as eigensolvers
+    from aiida_deeph.ml.symmetry import gamma_eigenvalues
+
+    row.update(assembly_s=time.perf_counter() - start, before_gb=peak_rss_gb(), order=folding.rotation.order)
+    stats = watch_factorizations(eigensolvers)
+    wall, cpu = time.perf_counter(), time.process_time()
+    with eigensolvers.ShiftInvert(sigma, backend="pardiso") as solver:
+        values = gamma_eigenvalues(folding, bands, sigma, solver.overwriting)
     row.update(stats, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu, peak_gb=peak_rss_gb(),
                values=values.tolist())
     return row
@@ -284,7 +311,11 @@ def fit(atoms: list[int], values: list[float], target: int) -> tuple[float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[10, 13, 18], help="sweep: twist indices (n, n + 1)")
-    parser.add_argument("--full", action="store_true", help=f"add n = {FULL_N} (11,908 atoms, 1.05°)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"add n = {FULL_N} (11,908 atoms, 1.05°): Γ, --full-solvers on pairs pruned to "
+                             "--full-tolerance (written pruned: every pair does not fit 23 GB)")
+    parser.add_argument("--full-solvers", nargs="+", default=["symmetry"], choices=SOLVERS)
+    parser.add_argument("--full-tolerance", type=float, default=1e-5)
     parser.add_argument("--check-n", type=int, default=4, help="size with SuperLU and dense as references; 0 skips")
     parser.add_argument("--bands", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="MKL/BLAS threads")
@@ -321,9 +352,12 @@ def main() -> None:
     plan = []
     if args.check_n:
         plan += [(args.check_n, k, solver) for k in ("Γ", "k") for solver in ("pardiso", "single", "superlu", "dense")]
-    for index, n in enumerate(sweep):
+    for index, n in enumerate(args.n):
         plan += [(n, k, solver) for k in args.k for solver in sweep_solvers(args)
-                 if solver not in ("complex", "ncv", "matching") or (index == 0 and k == "Γ")]
+                 if (solver not in ("complex", "ncv", "matching") or (index == 0 and k == "Γ"))
+                 and (k == "Γ" or not solver.startswith("symmetry"))]
+    if args.full:
+        plan += [(FULL_N, "Γ", f"{solver}@{args.full_tolerance:g}") for solver in args.full_solvers]
     results = {(r["n"], r["k"], r["solver"]): r for r in logged if "solver" in r}
     with tempfile.TemporaryDirectory() as tmp:
         folders: dict[int, dict] = {r["n"]: r for r in logged if r.get("kind") == "size"}
@@ -331,7 +365,7 @@ def main() -> None:
             folder = f"{tmp}/tbg_{n}"
             if not Path(folder).is_dir():
                 size = run_job("write", n=n, folder=folder, fermi=fermi, model_h=args.model_h and n == sweep[0],
-                               threads=args.threads)
+                               threads=args.threads, tolerance=args.full_tolerance if n == FULL_N else None)
                 if "failed" in size:
                     raise SystemExit(f"n = {n}: {size['failed']}")
                 folders[n] = {**size, "kind": "size", "n": n}
@@ -401,6 +435,8 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
              (first, "Γ", "model-h", "pardiso", "model H / Hückel H")]
     for n in (args.check_n, *sweep):
         for k in ("Γ", "k"):
+            pairs += [(n, k, f"symmetry{pruned}", f"pardiso{pruned}", "irrep blocks / the whole matrix")
+                      for pruned in ("", *(f"@{tolerance:g}" for tolerance in args.tolerances))]
             pairs += [(n, k, "separate", "pardiso", "H(k), H − σS kept beside the factor / not"),
                       (n, k, "single", "pardiso", "single + refinement / double"),
                       (n, k, "superlu", "pardiso", "SuperLU / PARDISO"), (n, k, "dense", "pardiso", "dense / PARDISO")]
@@ -409,7 +445,8 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
             ra, rb = ok[(n, k, a)], ok[(n, k, b)]
             print(f"  {folders[n]['atoms']:>6,} atoms {k}: {label:<40} time ×{ra['wall_s'] / rb['wall_s']:.2f} "
                   f"(factor ×{ra['factor_s'] / max(rb['factor_s'], 1e-9):.2f}, solves {ra['solves']} vs "
-                  f"{rb['solves']}), peak {ra['peak_gb']:.2f} vs {rb['peak_gb']:.2f} GB")
+                  f"{rb['solves']}), peak {ra['peak_gb']:.2f} vs {rb['peak_gb']:.2f} GB, max |Δε| "
+                  f"{np.abs(np.array(ra['values']) - np.array(rb['values'])).max():.1e} eV")
     if args.tolerances:
         print("\nPruned pairs (max |S| < TOL dropped) against every pair, same size and k: eigenvalue error, time, memory")
         for n in (args.check_n, *sweep):
@@ -443,8 +480,12 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
             print(f"  {k} {solver:>8}: factor {factor[1]:>6.0f} s [{factor[0]:.2f}] + {solves} solves × "
                   f"{solve[1]:.2f} s [{solve[0]:.2f}] = {factor[1] + solves * solve[1]:>6.0f} s; fill {fill[1]:.2e} "
                   f"[{fill[0]:.2f}]; peak RSS {memory[1]:.1f} GB [{memory[0]:.2f}]")
-        if (FULL_N, k, "pardiso") in results:
-            print(f"  {k} measured at {FULL_N}: {results[(FULL_N, k, 'pardiso')]}")
+        for solver in args.full_solvers if args.full and k == "Γ" else []:
+            label = f"{solver}@{args.full_tolerance:g}"
+            if (FULL_N, k, label) in ok:
+                row = ok[(FULL_N, k, label)]
+                print(f"  {k} {label} measured at {folders[FULL_N]['atoms']:,} atoms: {row['wall_s']:.0f} s "
+                      f"(read and fold {row['assembly_s']:.0f} s before it), peak {row['peak_gb']:.1f} GB")
 
 
 if __name__ == "__main__":

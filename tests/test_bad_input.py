@@ -364,6 +364,28 @@ def test_corrupted_model_output_is_303(aiida_profile, aiida_localhost, tiny_trai
     assert "model" not in results
 
 
+def test_bands_symmetry_needs_a_structure_with_a_rotation(aiida_profile, python_code, dft_fixtures):
+    """``symmetry`` is checked before submission: a boolean, and a rotation of the structure (spglib on the
+    POSCAR): MoS2 has its 3-fold axis, the same cell with one atom moved has none."""
+    from dataclasses import replace
+
+    from aiida_deeph.calculations.bands import BandsCalculation, validate_inputs, validate_parameters
+    from aiida_deeph.data.hamiltonian import HamiltonianData
+    from aiida_deeph.io.deeph_format import DeepHStructure
+
+    assert "symmetry must be true or false" in validate_parameters(orm.Dict({"symmetry": "yes"}), None)
+    structure = DeepHStructure.read(dft_fixtures / MOS2 / "deeph_ref")
+    symmetric = HamiltonianData(structure=structure)
+    assert validate_inputs({"hamiltonian": symmetric, "parameters": orm.Dict({"symmetry": True})}, None) is None
+    positions = structure.positions.copy()
+    positions[0] += [0.3, 0.1, 0.0]
+    moved = HamiltonianData(structure=replace(structure, positions=positions))
+    with pytest.raises(ValueError, match="no rotation symmetry"):
+        run_get_node(BandsCalculation, code=python_code, hamiltonian=moved,
+                     parameters=orm.Dict({"solver": "sparse", "symmetry": True}))
+    assert validate_inputs({"hamiltonian": moved, "parameters": orm.Dict({"symmetry": False})}, None) is None
+
+
 @pytest.mark.parametrize("tolerance", [0, -1e-6, "1e-6", True])
 def test_bands_overlap_tolerance_must_be_a_positive_number(aiida_profile, tolerance):
     from aiida_deeph.calculations.bands import validate_parameters

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -114,6 +114,45 @@ class BlockMatrix:
             raise DeepHFormatError(f"{path}: an atom pair is listed twice in atom_pairs")
         return matrix
 
+    @classmethod
+    def read_selected(cls, path: str | os.PathLike,
+                      choose: Callable[["BlockMatrix", int], np.ndarray]) -> tuple["BlockMatrix", np.ndarray]:
+        """The blocks that ``choose(chunk, first)`` keeps (a mask over the chunk's pairs, ``first`` its first pair),
+        and the mask over every pair; the entries are read a chunk of ~4M at a time, so a large file costs only
+        what is kept (e.g. a large cell's overlap pruned by block max)."""
+        path = Path(path)
+        meta = read_h5_datasets(path, H5_DATASETS[:3])
+        try:
+            with h5py.File(path, "r") as handle:
+                if "entries" not in handle or not _plain_dataset(handle["entries"], path):
+                    raise DeepHFormatError(f"{path}: missing or malformed dataset(s) entries")
+                entries = handle["entries"]
+                boundaries = meta["chunk_boundaries"].reshape(-1)
+                if len(boundaries) != len(meta["atom_pairs"]) + 1 or boundaries[-1] != len(entries) \
+                        or entries.dtype.kind not in "fc":
+                    raise DeepHFormatError(f"{path}: entries do not match chunk_boundaries")
+                parts, masks = [], []
+                for first, last in _pair_chunks(len(boundaries) - 1, int(boundaries[-1])):
+                    values = np.asarray(entries[boundaries[first] : boundaries[last]])
+                    if not np.all(np.isfinite(values)):
+                        raise DeepHFormatError(f"{path}: entries must be finite real or complex numbers")
+                    chunk = cls(meta["atom_pairs"][first:last], meta["chunk_shapes"][first:last],
+                                boundaries[first : last + 1] - boundaries[first], values)
+                    masks.append(np.asarray(choose(chunk, first), dtype=bool))
+                    parts.append(chunk.subset(masks[-1]))
+        except DeepHFormatError:
+            raise
+        except (*H5_ERRORS, MemoryError) as exc:
+            raise DeepHFormatError(f"{path}: not a readable HDF5 file ({type(exc).__name__}: {exc})") from exc
+        sizes = [np.diff(part.chunk_boundaries) for part in parts]
+        matrix = cls(np.concatenate([part.atom_pairs for part in parts]) if parts else np.zeros((0, 5), np.int64),
+                     np.concatenate([part.chunk_shapes for part in parts]) if parts else np.zeros((0, 2), np.int64),
+                     np.concatenate([[0], np.cumsum(np.concatenate(sizes))]) if parts else np.zeros(1, np.int64),
+                     np.concatenate([part.entries for part in parts]) if parts else np.zeros(0))
+        if len(matrix.index) != len(matrix):
+            raise DeepHFormatError(f"{path}: an atom pair is listed twice in atom_pairs")
+        return matrix, np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+
     def write(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as handle:
@@ -177,10 +216,8 @@ class BlockMatrix:
             written += len(gather)
         return BlockMatrix(self.atom_pairs[keep], self.chunk_shapes[keep], boundaries, entries)
 
-    def _pair_chunks(self, entries_per_chunk: int = 1 << 22) -> Iterable[tuple[int, int]]:
-        """(first, last) pair ranges holding about ``entries_per_chunk`` entries each."""
-        pairs_per_chunk = max(1, entries_per_chunk * len(self) // max(len(self.entries), 1))
-        return ((first, min(first + pairs_per_chunk, len(self))) for first in range(0, len(self), pairs_per_chunk))
+    def _pair_chunks(self) -> Iterable[tuple[int, int]]:
+        return _pair_chunks(len(self), len(self.entries))
 
     def hermiticity_error(self) -> float:
         """max |X_ij(R) − X_ji(−R)^†| over the stored pairs; a missing partner counts as an infinite error."""
@@ -294,8 +331,7 @@ class DeepHStructure:
         """
         if self.overlap is None:
             raise ValueError("pruning by overlap needs the overlap")
-        if overlap_tolerance <= 0:
-            raise ValueError(f"overlap_tolerance must be > 0, got {overlap_tolerance}")
+        _check_tolerance(overlap_tolerance)
         keep = self.overlap.block_max() >= overlap_tolerance
         overlap = self.overlap.subset(keep)
         hamiltonian = None
@@ -334,7 +370,10 @@ class DeepHStructure:
         return folder
 
     @classmethod
-    def read(cls, folder: str | os.PathLike, hamiltonian_file: str = "hamiltonian.h5") -> "DeepHStructure":
+    def read(cls, folder: str | os.PathLike, hamiltonian_file: str = "hamiltonian.h5",
+             overlap_tolerance: float | None = None) -> "DeepHStructure":
+        """The structure of a DeepH folder; with ``overlap_tolerance`` only the pairs :meth:`pruned` keeps, read a
+        chunk at a time (a 10⁴-atom folder of several GB is never whole in memory)."""
         folder = Path(folder)
         for name in ("POSCAR", "info.json"):
             if not (folder / name).is_file():
@@ -343,8 +382,11 @@ class DeepHStructure:
         info = _read_info(folder / "info.json")
         known = {"atoms_quantity", "orbits_quantity", "orthogonal_basis", "spinful", "fermi_energy_eV",
                  "elements_orbital_map", "occupation"}
-        matrices = {name: BlockMatrix.read(folder / name) if (folder / name).exists() else None
-                    for name in (hamiltonian_file, "overlap.h5")}
+        if overlap_tolerance is None:
+            matrices = {name: BlockMatrix.read(folder / name) if (folder / name).exists() else None
+                        for name in (hamiltonian_file, "overlap.h5")}
+        else:
+            matrices = _read_pruned(folder, hamiltonian_file, overlap_tolerance)
         try:
             structure = cls(
                 lattice=lattice,
@@ -368,6 +410,39 @@ class DeepHStructure:
         for name, factors in ((hamiltonian_file, {spin}), ("overlap.h5", {1, spin})):  # S may be spin-doubled
             _check_blocks(structure, matrices[name], factors, folder / name)
         return structure
+
+
+def _pair_chunks(npairs: int, nentries: int, entries_per_chunk: int = 1 << 22) -> Iterable[tuple[int, int]]:
+    """(first, last) pair ranges holding about ``entries_per_chunk`` entries each."""
+    pairs_per_chunk = max(1, entries_per_chunk * npairs // max(nentries, 1))
+    return ((first, min(first + pairs_per_chunk, npairs)) for first in range(0, npairs, pairs_per_chunk))
+
+
+def _read_pruned(folder: Path, hamiltonian_file: str, overlap_tolerance: float) -> dict[str, BlockMatrix | None]:
+    """H and S restricted to the pairs whose overlap block has max |S| ≥ ``overlap_tolerance`` (see
+    :meth:`DeepHStructure.pruned`), without reading the dropped blocks into memory."""
+    _check_tolerance(overlap_tolerance)
+    if not (folder / "overlap.h5").exists():
+        raise ValueError("pruning by overlap needs the overlap")
+    overlap, keep = BlockMatrix.read_selected(folder / "overlap.h5",
+                                              lambda chunk, _: chunk.block_max() >= overlap_tolerance)
+    hamiltonian = None
+    if (folder / hamiltonian_file).exists():
+        pairs = {name: read_h5_datasets(folder / name, ["atom_pairs"])["atom_pairs"]
+                 for name in (hamiltonian_file, "overlap.h5")}
+        if np.array_equal(pairs[hamiltonian_file], pairs["overlap.h5"]):  # H predicted on S's pairs: the usual case
+            hamiltonian, _ = BlockMatrix.read_selected(folder / hamiltonian_file,
+                                                       lambda chunk, first: keep[first : first + len(chunk)])
+        else:
+            kept = {tuple(int(x) for x in row) for row in overlap.atom_pairs}
+            hamiltonian, _ = BlockMatrix.read_selected(folder / hamiltonian_file, lambda chunk, _: np.array(
+                [tuple(int(x) for x in row) in kept for row in chunk.atom_pairs], dtype=bool))
+    return {hamiltonian_file: hamiltonian, "overlap.h5": overlap}
+
+
+def _check_tolerance(overlap_tolerance: float) -> None:
+    if overlap_tolerance <= 0:
+        raise ValueError(f"overlap_tolerance must be > 0, got {overlap_tolerance}")
 
 
 def read_text(path: Path, error: type[DeepHFormatError] = DeepHFormatError) -> str:

@@ -7,6 +7,7 @@
     infer [--config CONFIG.toml] --model DIR --structure POSCAR [--overlap DIR] --out DIR
           [--max-edges-per-chunk N] [--device DEVICE]
     bands FOLDER [--out DIR] [--npoints N] [--num-bands N] [--solver auto|dense|sparse] [--sigma EV] [--plot]
+          [--overlap-tolerance TOL] [--symmetry]
           [--reference DFT_FOLDER [--window EV]]         # errors against DFT in validation.json
     dos FOLDER [--out DIR] [--kmesh N N N] [--width EV] [--method auto|gaussian|kpm] [--plot]
     overlap --structure POSCAR --basis NAME|ELEMENT=NAME... --out DIR [--electrons N]   # analytic S(R), no SCF
@@ -41,6 +42,7 @@ from .checkpoint import CorruptedFileError
 from .config import Config, ConfigError, Precision, load_config, resolve_device
 from .dataset import DatasetError, preprocess
 from .infer import InferenceError, infer
+from .symmetry import SymmetryError
 from .train import train
 from .validation import BAND_WINDOW_EV
 
@@ -84,9 +86,9 @@ def _bands(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    structure = with_fermi_from_occupation(_read_pruned(args.folder, args.overlap_tolerance))
+    structure = with_fermi_from_occupation(DeepHStructure.read(args.folder, overlap_tolerance=args.overlap_tolerance))
     result = compute_bands(structure, npoints=args.npoints, num_bands=args.num_bands,
-                           solver=args.solver, sigma=args.sigma, output_dir=out)
+                           solver=args.solver, sigma=args.sigma, output_dir=out, symmetry=args.symmetry)
     reference = None
     if args.reference:
         reference = _compare_with_reference(structure, result, DeepHStructure.read(args.reference), args, out)
@@ -94,11 +96,6 @@ def _bands(args: argparse.Namespace) -> int:
         plot_bands(result, out / "band.png", reference=reference)
     print(f"{out / 'band.h5'}: band gap {result.band_gap:.4f} eV{' (metal)' if result.is_metal else ''}")
     return EXIT_OK
-
-
-def _read_pruned(folder: str, overlap_tolerance: float | None) -> DeepHStructure:
-    structure = DeepHStructure.read(folder)
-    return structure if overlap_tolerance is None else structure.pruned(overlap_tolerance)
 
 
 def _compare_with_reference(structure: DeepHStructure, result, reference: DeepHStructure, args: argparse.Namespace,
@@ -121,7 +118,8 @@ def _dos(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    result = compute_dos(_read_pruned(args.folder, args.overlap_tolerance), kmesh=tuple(args.kmesh), method=args.method,
+    structure = DeepHStructure.read(args.folder, overlap_tolerance=args.overlap_tolerance)
+    result = compute_dos(structure, kmesh=tuple(args.kmesh), method=args.method,
                          width=args.width, output_dir=out)
     if args.plot:
         plot_dos(result, out / "dos.png")
@@ -208,6 +206,9 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--solver", choices=("auto", "dense", "sparse"), default="auto")
     command.add_argument("--sigma", type=float, help="eV, centre of the band window (default: Fermi level)")
     add_overlap_tolerance(command)
+    command.add_argument("--symmetry", action="store_true",
+                         help="sparse solver: solve Γ in the irrep blocks of the cell's rotation (twisted bilayers: "
+                              "3 blocks of N/3 rows)")
     command.add_argument("--plot", action="store_true", help="also write band.png")
     command.add_argument("--reference", help="DeepH folder of a DFT reference of the same structure: its bands "
                          "are overlaid and the errors written to validation.json")
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except CorruptedFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CORRUPTED
-    except (ConfigError, DatasetError, DeepHFormatError, InferenceError, FileNotFoundError) as exc:
+    except (ConfigError, DatasetError, DeepHFormatError, InferenceError, SymmetryError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

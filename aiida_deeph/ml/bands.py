@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,7 @@ from .eigensolvers import ShiftInvert, dense_eigh, fermi_level
 from .kpath import KPath, standard_kpath
 from .pardiso import Backend
 from .sparse import BlochOperators
+from .symmetry import GammaFolding, gamma_eigenvalues
 
 Solver = Literal["auto", "dense", "sparse"]
 DENSE_LIMIT = 3000  # matrix size up to which 'auto' diagonalises densely (every band, O(N³)), not around σ
@@ -115,13 +117,16 @@ def compute_bands(
     ill_threshold: float | None = None,
     output_dir: str | os.PathLike | None = None,
     backend: Backend = "auto",
+    symmetry: bool = False,
 ) -> BandsResult:
     """Bands along ``kpath`` (default: the standard path of the cell, 2D-aware, with ~``npoints`` k-points).
 
     ``solver='dense'`` returns every band, or with ``num_bands`` the ones nearest ``sigma``; ``'sparse'`` returns
     the ``num_bands`` (default 50) nearest ``sigma`` by shift-invert; ``'auto'`` picks dense up to
     :data:`DENSE_LIMIT` orbitals. ``sigma`` defaults to the structure's Fermi level. ``ill_threshold`` (dense only)
-    drops S(k) eigenvectors below it. With ``output_dir`` the result is also written there as ``band.h5``.
+    drops S(k) eigenvectors below it. ``symmetry`` (sparse solver): Γ is solved in the irrep blocks of the cell's
+    highest-order rotation (:mod:`.symmetry`; e.g. twisted bilayers: 3 blocks of N/3 rows), an error when the cell
+    has none. With ``output_dir`` the result is also written there as ``band.h5``.
     """
     operators = BlochOperators(structure)
     if kpath is None:
@@ -137,8 +142,10 @@ def compute_bands(
             bands = [_nearest(values, sigma, num_bands) for values in bands]
     elif solver == "sparse":
         num_bands = num_bands or min(50, operators.size - 2)
+        at_gamma = _gamma_solver(structure, num_bands, sigma, backend) if symmetry else None
         with ShiftInvert(sigma, backend=backend) as solver:
-            bands = [solver.at_k(operators, k, num_bands) for k in kpath.kpoints]
+            bands = [at_gamma() if at_gamma is not None and _is_gamma(k) else solver.at_k(operators, k, num_bands)
+                     for k in kpath.kpoints]
     else:
         raise ValueError(f"solver must be 'auto', 'dense' or 'sparse', not {solver!r}")
     result = BandsResult(kpath, np.array(bands), structure.fermi_energy_eV, operators.spinful,
@@ -146,6 +153,25 @@ def compute_bands(
     if output_dir is not None:
         result.write(Path(output_dir) / "band.h5")
     return result
+
+
+def _is_gamma(kpoint: np.ndarray) -> bool:
+    return bool(np.allclose(kpoint, np.round(kpoint), atol=1e-12))
+
+
+def _gamma_solver(structure: DeepHStructure, num: int, sigma: float, backend: Backend) -> Callable[[], np.ndarray]:
+    """Γ's eigenvalues through the irrep blocks, computed at the first call and then remembered (a path meets Γ
+    more than once)."""
+    folding = GammaFolding(structure)  # raises for structures without a rotation, or spinful ones
+    values: list[np.ndarray] = []
+
+    def at_gamma() -> np.ndarray:
+        if not values:
+            with ShiftInvert(sigma, backend=backend) as solver:
+                values.append(gamma_eigenvalues(folding, num, sigma, solver.overwriting, dense_limit=DENSE_LIMIT))
+        return values[0]
+
+    return at_gamma
 
 
 def plot_bands(

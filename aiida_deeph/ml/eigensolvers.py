@@ -20,10 +20,9 @@ from scipy.sparse.linalg import eigsh
 from scipy.special import expit
 
 from .pardiso import Backend, Precision, SparseFactorization, factorize
-from .sparse import BlochOperators
+from .sparse import CHUNK, BlochOperators
 
 BOLTZMANN_EV = 8.617333262e-5  # eV/K
-_CHUNK = 1 << 22  # entries per step of an in-place update: bounds its temporary at tens of MB
 
 Matrix = np.ndarray | sp.spmatrix
 
@@ -101,7 +100,13 @@ class ShiftInvert:
         (double precision), so it does not sit beside the factor through the Lanczos steps (at 10⁴ atoms it is
         GBs)."""
         self._check(operators.size, num)
-        h, s = operators.at_k(kpoint)
+        return self.overwriting(*operators.at_k(kpoint), num, **options)
+
+    def overwriting(self, h: sp.csr_matrix, s: sp.csr_matrix, num: int,
+                    **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` for an H that the caller gives away (no reference of its own left): H − σS is written
+        over it and dropped once factored."""
+        self._check(h.shape[0], num)
         shifted = shifted_matrix(h, s, self.sigma, overwrite_h=True)
         del h
         self._factor(shifted)
@@ -153,8 +158,8 @@ def shifted_matrix(h: sp.spmatrix, s: sp.spmatrix, sigma: float, overwrite_h: bo
             and _same_layout(h, s):
         if not overwrite_h:
             return sp.csr_matrix((h.data - sigma * s.data, h.indices, h.indptr), shape=h.shape)
-        for first in range(0, h.nnz, _CHUNK):
-            h.data[first : first + _CHUNK] -= sigma * s.data[first : first + _CHUNK]
+        for first in range(0, h.nnz, CHUNK):
+            h.data[first : first + CHUNK] -= sigma * s.data[first : first + CHUNK]
         return h
     return sp.csr_matrix(h - sigma * s)
 

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from ..io.deeph_format import BlockMatrix, DeepHStructure
 
-_CHUNK = 1 << 22  # entries per vectorised chunk: bounds the temporaries at a few tens of MB
+CHUNK = 1 << 22  # entries per vectorised chunk (or in-place update): bounds the temporaries at tens of MB
 
 
 def _index_dtype(*sizes: int) -> type[np.signedinteger]:
@@ -140,7 +140,7 @@ class BlockPattern:
     def _write(self, data: np.ndarray, tiles: _Tiles, phase: np.ndarray, add: bool) -> None:
         """data[positions of the tiles] (+)= their entries × their pair's phase, a chunk of tiles at a time."""
         rows, cols = np.arange(tiles.rows), np.arange(tiles.cols)
-        step = max(1, _CHUNK // max(1, tiles.rows * tiles.cols))
+        step = max(1, CHUNK // max(1, tiles.rows * tiles.cols))
         contiguous = tiles.contiguous
         for start in range(0, len(tiles.pair), step):
             part = slice(start, start + step)
@@ -172,8 +172,8 @@ def _csr_structure(size: int, group_row: np.ndarray, group_height: np.ndarray, g
     row_group = np.full(size, -1, dtype=np.int64)
     row_group[rows] = np.repeat(np.arange(len(group_row)), group_height)
     indices = np.empty(indptr[-1], dtype=index_dtype)
-    # rows in chunks of about _CHUNK entries: the int64 gather index stays small
-    cuts = np.unique(np.append(np.searchsorted(indptr, np.arange(0, indptr[-1], _CHUNK)), size))
+    # rows in chunks of about CHUNK entries: the int64 gather index stays small
+    cuts = np.unique(np.append(np.searchsorted(indptr, np.arange(0, indptr[-1], CHUNK)), size))
     for first, last in zip(np.append(0, cuts[:-1]), cuts):
         lengths = row_length[first:last]
         start = np.repeat(group_start[row_group[first:last]], lengths)

@@ -100,11 +100,14 @@ def test_conventions_are_signed_permutations(code):
     assert np.allclose(from_standard(to_standard(block, code, shells, shells), code, shells, shells), block)
 
 
-def test_pruned_drops_the_pairs_of_small_overlap_and_their_hamiltonian(mos2_ref, monkeypatch):
+def test_pruned_drops_the_pairs_of_small_overlap_and_their_hamiltonian(mos2_ref, monkeypatch, tmp_path):
     """Kept blocks are copied exactly, mirrors stay together (H stays Hermitian), and the chunked per-block max and
-    gather agree with a plain loop across chunk boundaries."""
-    chunks = BlockMatrix._pair_chunks
-    monkeypatch.setattr(BlockMatrix, "_pair_chunks", lambda self: chunks(self, entries_per_chunk=997))
+    gather agree with a plain loop across chunk boundaries; reading a folder pruned, a chunk at a time, gives the
+    same structure."""
+    import aiida_deeph.io.deeph_format as deeph_format
+
+    chunks = deeph_format._pair_chunks
+    monkeypatch.setattr(deeph_format, "_pair_chunks", lambda npairs, nentries: chunks(npairs, nentries, 997))
     structure = DeepHStructure.read(mos2_ref)
     overlap = structure.overlap
     largest = np.array([np.abs(overlap.block(n)).max() for n in range(len(overlap))])
@@ -122,3 +125,9 @@ def test_pruned_drops_the_pairs_of_small_overlap_and_their_hamiltonian(mos2_ref,
     assert structure.pruned(largest.min()).overlap.entries.size == overlap.entries.size
     with pytest.raises(ValueError, match="> 0"):
         structure.pruned(0.0)
+    read = DeepHStructure.read(structure.write(tmp_path / "copy"), overlap_tolerance=tolerance)
+    for matrix, expected in ((read.overlap, pruned.overlap), (read.hamiltonian, pruned.hamiltonian)):
+        for name in ("atom_pairs", "chunk_shapes", "chunk_boundaries", "entries"):
+            np.testing.assert_array_equal(getattr(matrix, name), getattr(expected, name))
+    with pytest.raises(ValueError, match="> 0"):
+        DeepHStructure.read(tmp_path / "copy", overlap_tolerance=-1.0)

@@ -46,7 +46,7 @@ def test_spinful_matches_dense(mos2, name):
 
 def test_small_chunks_give_the_same_matrix(mos2, monkeypatch):
     reference = BlochOperators(mos2).at_k(KPOINTS["generic"])[0]
-    monkeypatch.setattr(sparse, "_CHUNK", 997)  # chunk edges inside blocks and inside shared CSR slots
+    monkeypatch.setattr(sparse, "CHUNK", 997)  # chunk edges inside blocks and inside shared CSR slots
     chunked = BlochOperators(mos2).at_k(KPOINTS["generic"])[0]
     np.testing.assert_allclose(chunked.toarray(), reference.toarray(), rtol=0, atol=1e-13)
 
