@@ -49,37 +49,57 @@ class Rotation:
 
 def find_rotation(lattice: np.ndarray, species: list[str], positions: np.ndarray,
                   symprec: float = SYMPREC) -> Rotation | None:
-    """The proper rotation of highest order among the crystal's symmetry operations (spglib), with its atom
-    permutation; None when the crystal has no rotation but the identity."""
+    """The proper rotation of highest order that maps the crystal onto itself, with its atom permutation; None when
+    there is none but the identity.
+
+    The candidate rotations are the lattice's own (spglib on the bare lattice: instant); the translation that goes
+    with one must carry a reference atom onto an atom of its species, so each of those few thousand candidates is
+    tried on a handful of probe atoms at once and only the survivors on every atom. spglib on the whole crystal
+    finds the same operations but takes ~70 s for 11,908 atoms (its primitive-cell search), this well under 1 s.
+    """
     import spglib
 
     lattice, positions = np.asarray(lattice, dtype=float), np.asarray(positions, dtype=float)
+    species = np.asarray(species)
     fractional = positions @ np.linalg.inv(lattice)
-    numbers = np.unique(species, return_inverse=True)[1]
-    operations = spglib.get_symmetry((lattice, fractional, numbers), symprec=symprec)
-    if operations is None:
-        return None
-    candidates = [(_order(rotation), rotation, translation)
-                  for rotation, translation in zip(operations["rotations"], operations["translations"])
-                  if round(np.linalg.det(rotation)) == 1]
+    point_group = spglib.get_symmetry((lattice, np.zeros((1, 3)), [1]), symprec=symprec)["rotations"]
+    rotations = sorted({(_order(w), w.tobytes()): w for w in point_group if round(np.linalg.det(w)) == 1}.items(),
+                       key=lambda item: -item[0][0])
     tree = cKDTree(fractional % 1.0, boxsize=1.0 + 1e-12)
-    for order, rotation, translation in sorted(candidates, key=lambda c: -c[0]):
+    _, counts = np.unique(species, return_counts=True)
+    reference = int(np.flatnonzero(species == np.unique(species)[np.argmin(counts)])[0])  # the rarest species
+    probes = np.random.default_rng(0).choice(len(species), size=min(8, len(species)), replace=False)
+    targets = np.flatnonzero(species == species[reference])
+    for (order, _), rotation in rotations:
         if order == 1:
             break
-        images = fractional @ rotation.T + translation
-        _, permutation = tree.query(images % 1.0)
-        shift = images - fractional[permutation]
-        distance = np.linalg.norm((shift - np.round(shift)) @ lattice, axis=1)
-        if np.any(distance > 10 * symprec) or np.any(np.asarray(species)[permutation] != np.asarray(species)):
-            raise SymmetryError("spglib's rotation does not map the atoms onto each other within the tolerance")
-        # with a centring translation in the operation, g^n may move atoms: no clean cyclic group at Γ then
-        power = np.arange(len(permutation))
-        for _ in range(order):
-            power = permutation[power]
-        if np.array_equal(power, np.arange(len(permutation))):
-            cartesian = lattice.T @ rotation @ np.linalg.inv(lattice.T)  # r' = Lᵀ W L⁻ᵀ r, column vectors
-            return Rotation(cartesian, order, permutation)
+        translations = fractional[targets] - fractional[reference] @ rotation.T
+        alive = np.ones(len(translations), dtype=bool)
+        for probe in probes:  # cheap rejection: where does each candidate send the probe atom?
+            images = fractional[probe] @ rotation.T + translations[alive]
+            alive[alive] = _images_match(tree, images, fractional, lattice, species, species[probe], symprec)
+        for translation in translations[alive]:
+            images = fractional @ rotation.T + translation
+            _, permutation = tree.query(images % 1.0)
+            if not np.all(_images_match(tree, images, fractional, lattice, species, species, symprec)) \
+                    or len(np.unique(permutation)) != len(permutation):
+                continue
+            power = np.arange(len(permutation))  # g^n must give every atom back (no centring translation in it)
+            for _ in range(order):
+                power = permutation[power]
+            if np.array_equal(power, np.arange(len(permutation))):
+                cartesian = lattice.T @ rotation @ np.linalg.inv(lattice.T)  # r' = Lᵀ W L⁻ᵀ r, column vectors
+                return Rotation(cartesian, order, permutation)
     return None
+
+
+def _images_match(tree: cKDTree, images: np.ndarray, fractional: np.ndarray, lattice: np.ndarray,
+                  species: np.ndarray, expected: np.ndarray | str, symprec: float) -> np.ndarray:
+    """Whether each fractional image lands within ``symprec`` Å of an atom of the expected species."""
+    _, nearest = tree.query(images % 1.0)
+    shift = images - fractional[nearest]
+    distance = np.linalg.norm((shift - np.round(shift)) @ lattice, axis=1)
+    return (distance < symprec) & (species[nearest] == expected)
 
 
 def _order(rotation: np.ndarray) -> int:
