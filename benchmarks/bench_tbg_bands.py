@@ -1,8 +1,8 @@
 """Benchmark (not a test): the 50 eigenvalues nearest E_F of twisted bilayer graphene in the 13-orbital DZVP basis.
 
-    python benchmarks/bench_tbg_bands.py [--n 10 13 18] [--full] [--check-n 4] [--bands 50] [--threads 2]
-                                         [--solvers pardiso single] [--tolerances 1e-6 1e-5] [--k Γ k] [--model-h]
-                                         [--max-gb 18] [--log FILE]
+    python benchmarks/bench_tbg_bands.py [--n 10 13 18] [--full [--full-solvers symmetry] [--full-tolerance 1e-5]]
+                                         [--check-n 4] [--bands 50] [--threads 2] [--solvers pardiso single symmetry]
+                                         [--tolerances 1e-6 1e-5] [--k Γ k] [--model-h] [--max-gb 18] [--log FILE]
 
 Matrices. S(R) is the exact overlap of CP2K's DZVP-MOLOPT-SR-GTH basis (:func:`aiida_deeph.io.overlap.
 analytic_overlap`: every pair with |S| ≥ 1e-10, i.e. within 11.3 Å, ~283 neighbours per atom — the pairs a DeepH
@@ -12,8 +12,9 @@ H_μμ = ε_μ with ε = −21.4 (s, s′), −11.4 (p, p′), +5 eV (d): real, 
 size with the H that an untrained default DZVP DeepH-2 predicts there through the engine's infer() (on the overlap's
 pairs), to compare. σ = E_F of the Hückel model (4 electrons per C; dense 6×6 k-mesh of the 28-atom (1, 2) cell).
 
-Sizes: (n, n + 1) bilayers, n = 10, 13, 18 → 1,324, 2,188, 4,108 atoms; ``--full`` adds n = 31, 11,908 atoms
-(1.05°, N = 154,804), and everything is extrapolated to it (log-log fits over the sweep). k: Γ (real symmetric) and
+Sizes: (n, n + 1) bilayers, n = 10, 13, 18 → 1,324, 2,188, 4,108 atoms, extrapolated to n = 31, 11,908 atoms
+(1.05°, N = 154,804) by log-log fits over the sweep; ``--full`` also measures that size at Γ with
+``--full-solvers``, on a folder written already pruned to ``--full-tolerance`` (every pair does not fit 23 GB). k: Γ (real symmetric) and
 a generic k (complex Hermitian).
 
 Each (size, k, solver) runs the engine's :func:`~aiida_deeph.ml.eigensolvers.shift_invert_eigsh` (what
@@ -25,7 +26,8 @@ pushing the shared box into swap or the OOM killer. Solvers: 'pardiso' (MKL PARD
 vectors instead of 2·bands + 1) and 'matching' (PARDISO with symmetric scaling and weighted matching, as the engine
 called it before: MKL advises it for indefinite matrices), 'separate' (H(k) and H − σS kept beside the factor, as
 the engine had them before :meth:`~aiida_deeph.ml.eigensolvers.ShiftInvert.at_k`, which the others use, as
-``compute_bands`` does); ``--tolerances`` runs the sweep's solvers again on the
+``compute_bands`` does), 'symmetry' (Γ only: the irrep blocks of the cell's 3-fold rotation, one at a time,
+:mod:`aiida_deeph.ml.symmetry`, as ``compute_bands(symmetry=True)`` does); ``--tolerances`` runs the sweep's solvers again on the
 structure pruned to the pairs with max |S| ≥ TOL (``bands --overlap-tolerance``) and reports the eigenvalue error
 that costs against every pair; at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
 and 'dense' (LAPACK, every eigenvalue), the reference for the eigenvalues. ``--log FILE`` keeps every result (JSON

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 from scipy.special import expit
 
-from .pardiso import Backend, Precision, SparseFactorization, factorize
+from .pardiso import Backend, Precision, SparseFactorization, factorize, upper_triangle, uses_pardiso
 from .sparse import CHUNK, BlochOperators
 
 BOLTZMANN_EV = 8.617333262e-5  # eV/K
@@ -105,12 +105,14 @@ class ShiftInvert:
     def overwriting(self, h: sp.csr_matrix, s: sp.csr_matrix, num: int,
                     **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """:meth:`__call__` for an H that the caller gives away (no reference of its own left): H − σS is written
-        over it and dropped once factored."""
+        over it, cut to the upper triangle that PARDISO reads (it then factors from those very arrays) and dropped
+        once factored."""
         self._check(h.shape[0], num)
-        shifted = shifted_matrix(h, s, self.sigma, overwrite_h=True)
+        h = shifted_matrix(h, s, self.sigma, overwrite_h=True)
+        if uses_pardiso(self.backend):
+            h = upper_triangle(h)  # the whole H − σS goes here, ~2 GB at 10⁴ atoms
+        self._factor(h)
         del h
-        self._factor(shifted)
-        del shifted
         return self._eigsh(s, num, **options)
 
     @staticmethod

@@ -96,14 +96,18 @@ def factorize(matrix: sp.spmatrix, positive_definite: bool = False, backend: Bac
     ``precision="single"`` (PARDISO only) factors in single precision — half the memory of the factors, and faster —
     and refines every solve against the double matrix to the same residual as a double factor.
     """
+    if uses_pardiso(backend):
+        return PardisoFactorization(matrix, positive_definite, mkl_runtime(), precision)
+    if backend == "pardiso":
+        raise RuntimeError("MKL PARDISO requested but libmkl_rt was not found; pip install mkl")
     if backend != "superlu":
-        library = mkl_runtime()
-        if library is not None:
-            return PardisoFactorization(matrix, positive_definite, library, precision)
-        if backend == "pardiso":
-            raise RuntimeError("MKL PARDISO requested but libmkl_rt was not found; pip install mkl")
         _warn_no_mkl()
     return SuperLUFactorization(matrix)
+
+
+def uses_pardiso(backend: Backend) -> bool:
+    """Whether :func:`factorize` with ``backend`` goes to PARDISO (which reads only the upper triangle)."""
+    return backend != "superlu" and mkl_runtime() is not None
 
 
 @functools.cache
@@ -152,11 +156,12 @@ def mkl_runtime() -> ctypes.CDLL | None:
 
 
 # --- PARDISO -----------------------------------------------------------------------------------------------------
-def _upper_triangle(matrix: sp.spmatrix) -> sp.csr_matrix:
+def upper_triangle(matrix: sp.spmatrix) -> sp.csr_matrix:
     """The upper triangle in canonical CSR with every diagonal entry stored, as PARDISO's symmetric modes need.
 
     A canonical CSR with its whole diagonal stored (what :mod:`.sparse` builds) is cut row by row with a mask, at
-    about one byte per nonzero of scratch; anything else goes through COO, at ~20 bytes per nonzero."""
+    about one byte per nonzero of scratch, and returned as it is when it is upper triangular already (PARDISO then
+    reads the caller's arrays, no copy); anything else goes through COO, at ~20 bytes per nonzero."""
     csr = sp.csr_matrix(matrix)
     if csr.has_canonical_format:
         keep = np.empty(csr.nnz, dtype=bool)
@@ -170,6 +175,8 @@ def _upper_triangle(matrix: sp.spmatrix) -> sp.csr_matrix:
         has_diagonal = np.diff(indptr) > 0
         has_diagonal[has_diagonal] = indices[indptr[:-1][has_diagonal]] == np.flatnonzero(has_diagonal)
         if has_diagonal.all():
+            if keep.all():
+                return csr
             return sp.csr_matrix((csr.data[keep], indices, indptr.astype(csr.indptr.dtype)), shape=csr.shape)
     upper = sp.triu(csr, format="coo")
     diagonal = np.arange(csr.shape[0])
@@ -222,7 +229,7 @@ class PardisoFactorization(SparseFactorization):
         self._factor_dtype = np.dtype((np.complex64 if complex_ else np.float32) if single else self.dtype)
         # the double matrix, for the residuals of the refinement; a reference when the caller's is CSR already
         self._refine_with = sp.csr_matrix(matrix, dtype=self.dtype) if single else None
-        upper = _upper_triangle(sp.csr_matrix(matrix, dtype=self.dtype))
+        upper = upper_triangle(sp.csr_matrix(matrix, dtype=self.dtype))
         if upper.nnz >= np.iinfo(np.int32).max:
             raise ValueError(f"{upper.nnz} nonzeros exceed PARDISO's 32-bit (LP64) interface")
         # PARDISO reads the matrix again at every solve: keep it alive with the handle (no copies of int32 indices)
@@ -269,7 +276,7 @@ class PardisoFactorization(SparseFactorization):
         if not self._finalizer.alive or np.iscomplexobj(matrix.data) != (self.dtype.kind == "c"):
             return False
         csr = sp.csr_matrix(matrix, dtype=self.dtype)
-        upper = _upper_triangle(csr)
+        upper = upper_triangle(csr)
         _, indptr, indices = self._matrix
         if not (np.array_equal(upper.indptr, indptr) and np.array_equal(upper.indices, indices)):
             return False

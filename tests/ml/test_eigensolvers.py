@@ -190,9 +190,10 @@ def test_shifted_matrix_reuses_a_shared_layout(operators):
 def test_upper_triangle_stores_every_diagonal_entry(operators):
     hk, _ = operators["MoS2"].at_k(GENERIC_K)
     for matrix in (hk, sp.csr_matrix(np.triu(np.ones((4, 4))) - np.eye(4))):  # canonical; diagonal missing
-        upper = pardiso._upper_triangle(matrix)
+        upper = pardiso.upper_triangle(matrix)
         assert upper.has_canonical_format and np.all(upper.indices[upper.indptr[:-1]] == np.arange(matrix.shape[0]))
         np.testing.assert_array_equal(upper.toarray(), np.triu(matrix.toarray()))
+        assert np.shares_memory(pardiso.upper_triangle(upper).data, upper.data)  # upper already: no copy
 
 
 def test_without_mkl_superlu_takes_over_with_a_warning(operators, monkeypatch, caplog):
