@@ -201,7 +201,7 @@ def symmetry_job(folding, row: dict, bands: int, sigma: float, start: float) -> 
     stats = watch_factorizations(eigensolvers)
     wall, cpu = time.perf_counter(), time.process_time()
     with eigensolvers.ShiftInvert(sigma, backend="pardiso") as solver:
-        values = gamma_eigenvalues(folding, bands, sigma, solver.overwriting)
+        values = gamma_eigenvalues(folding, bands, sigma, solver.taking)
     row.update(stats, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu, peak_gb=peak_rss_gb(),
                values=values.tolist())
     return row

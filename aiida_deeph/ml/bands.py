@@ -168,7 +168,7 @@ def _gamma_solver(structure: DeepHStructure, num: int, sigma: float, backend: Ba
     def at_gamma() -> np.ndarray:
         if not values:
             with ShiftInvert(sigma, backend=backend) as solver:
-                values.append(gamma_eigenvalues(folding, num, sigma, solver.overwriting, dense_limit=DENSE_LIMIT))
+                values.append(gamma_eigenvalues(folding, num, sigma, solver.taking, dense_limit=DENSE_LIMIT))
         return values[0]
 
     return at_gamma

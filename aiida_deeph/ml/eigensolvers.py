@@ -100,13 +100,14 @@ class ShiftInvert:
         (double precision), so it does not sit beside the factor through the Lanczos steps (at 10⁴ atoms it is
         GBs)."""
         self._check(operators.size, num)
-        return self.overwriting(*operators.at_k(kpoint), num, **options)
+        return self.taking(list(operators.at_k(kpoint)), num, **options)
 
-    def overwriting(self, h: sp.csr_matrix, s: sp.csr_matrix, num: int,
-                    **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """:meth:`__call__` for an H that the caller gives away (no reference of its own left): H − σS is written
-        over it, cut to the upper triangle that PARDISO reads (it then factors from those very arrays) and dropped
-        once factored."""
+    def taking(self, matrices: list[sp.csr_matrix], num: int,
+               **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` on ``matrices = [H, S]``, taking H out of the list (a call's own arguments would keep
+        it alive to the end): H − σS is written over it, cut to the upper triangle that PARDISO reads (it then
+        factors from those very arrays) and dropped once factored."""
+        h, s = matrices.pop(0), matrices[0]
         self._check(h.shape[0], num)
         h = shifted_matrix(h, s, self.sigma, overwrite_h=True)
         if uses_pardiso(self.backend):

@@ -292,12 +292,12 @@ def _gather_blocks(matrix: BlockMatrix, pairs: np.ndarray) -> np.ndarray:
 
 
 def gamma_eigenvalues(folding: GammaFolding, num: int, sigma: float,
-                      solver: Callable[[sp.spmatrix, sp.spmatrix, int], np.ndarray],
+                      solver: Callable[[list[sp.csr_matrix], int], np.ndarray],
                       dense_limit: int = 3000, margin: float = 1.5) -> np.ndarray:
     """The ``num`` eigenvalues nearest ``sigma`` of the whole H(Γ) c = ε S(Γ) c, from the irrep blocks one at a time.
 
-    Blocks up to ``dense_limit`` rows are solved densely (all their eigenvalues); larger ones by ``solver(h, s, k)``
-    (e.g. :meth:`.eigensolvers.ShiftInvert.overwriting`, which may write over h), first for ``margin`` times their share num/n (+ 2). The merged list
+    Blocks up to ``dense_limit`` rows are solved densely (all their eigenvalues); larger ones by
+    ``solver([h, s], k)`` (:meth:`.eigensolvers.ShiftInvert.taking`, which takes h and writes over it), first for ``margin`` times their share num/n (+ 2). The merged list
     is exact once no block stopped nearer σ than the ``num``-th merged value; a block that did is asked again for
     twice as many (folded and factored again).
     """
@@ -308,8 +308,8 @@ def gamma_eigenvalues(folding: GammaFolding, num: int, sigma: float,
             size = folding.block_size(irrep)
             if size <= dense_limit or want[irrep] >= size - 2:
                 found[irrep] = (dense_eigh(*folding.matrices(irrep)), True)
-            else:  # no reference to H kept here: the solver may write H − σS over it and free it
-                found[irrep] = (solver(*folding.matrices(irrep), want[irrep]), False)
+            else:  # no reference to H kept here: the solver takes it out of the list, writes over it, frees it
+                found[irrep] = (solver(list(folding.matrices(irrep)), want[irrep]), False)
         merged = np.concatenate([np.repeat(values, folding.degeneracy(p)) for p, (values, _) in found.items()])
         incomplete = [p for p, (_, complete) in found.items() if not complete]
         if len(merged) < num and not incomplete:

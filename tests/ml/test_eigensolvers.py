@@ -187,6 +187,32 @@ def test_shifted_matrix_reuses_a_shared_layout(operators):
                                   (spinful_h - 1.5 * spinful_s).toarray())
 
 
+@pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
+def test_taking_frees_h_before_pardiso_factors(operators, monkeypatch):
+    """ShiftInvert.taking: by the time PARDISO factors, the H handed over is gone (only the upper triangle of
+    H − σS is left, which PARDISO reads in place) — at 10⁴ atoms that is GBs off the peak."""
+    import weakref
+
+    import aiida_deeph.ml.eigensolvers as eigensolvers
+
+    h, s = operators["MoS2 3x3x1"].at_k(GENERIC_K)
+    expected = shift_invert_eigsh(h.copy(), s, 6, 1.0)
+    handed = weakref.ref(h)
+    seen = []
+    factorize = eigensolvers.factorize
+
+    def watched(matrix, **kwargs):
+        seen.append((handed() is None, matrix.nnz < s.nnz))
+        return factorize(matrix, **kwargs)
+
+    monkeypatch.setattr(eigensolvers, "factorize", watched)
+    matrices = [h, s]
+    del h
+    with ShiftInvert(1.0) as solver:
+        np.testing.assert_allclose(solver.taking(matrices, 6), expected, atol=1e-10)
+    assert seen == [(True, True)] and matrices == [s]
+
+
 def test_upper_triangle_stores_every_diagonal_entry(operators):
     hk, _ = operators["MoS2"].at_k(GENERIC_K)
     for matrix in (hk, sp.csr_matrix(np.triu(np.ones((4, 4))) - np.eye(4))):  # canonical; diagonal missing

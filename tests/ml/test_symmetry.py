@@ -107,9 +107,9 @@ def test_nearest_eigenvalues_through_the_sparse_solver(twisted):
     for sigma, margin, asked in ((twisted.fermi_energy_eV, 1.5, [22, 22]), (2.0, 0.2, [5, 5, 10, 10, 20, 20])):
         calls = []
         with ShiftInvert(sigma, backend="superlu") as solver:
-            def counted(h, s, num):
+            def counted(matrices, num):
                 calls.append(num)
-                return solver(h, s, num)
+                return solver.taking(matrices, num)
 
             values = gamma_eigenvalues(folding, 40, sigma, counted, dense_limit=0, margin=margin)
         expected = np.sort(reference[np.argsort(np.abs(reference - sigma))[:40]])
