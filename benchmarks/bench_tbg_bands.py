@@ -179,7 +179,7 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     wall, cpu = time.perf_counter(), time.process_time()
     if SOLVERS[solver] is None:
         values = eigensolvers.dense_eigh(h, s)
-        values = np.sort(values[np.argsort(np.abs(values - sigma))[:bands]])
+        values = eigensolvers.nearest(values, sigma, bands)
     else:
         options = dict(SOLVERS[solver])
         with eigensolvers.ShiftInvert(sigma, options.pop("backend"), options.pop("precision", "double")) as solve:

@@ -339,9 +339,7 @@ class DeepHStructure:
             if np.array_equal(self.hamiltonian.atom_pairs, self.overlap.atom_pairs):
                 hamiltonian = self.hamiltonian.subset(keep)
             else:
-                kept = {tuple(int(x) for x in row) for row in overlap.atom_pairs}
-                hamiltonian = self.hamiltonian.subset(
-                    np.array([tuple(int(x) for x in row) in kept for row in self.hamiltonian.atom_pairs], dtype=bool))
+                hamiltonian = self.hamiltonian.subset(_listed_in(self.hamiltonian.atom_pairs, overlap.atom_pairs))
         return replace(self, hamiltonian=hamiltonian, overlap=overlap)
 
     def info(self) -> dict:
@@ -434,10 +432,15 @@ def _read_pruned(folder: Path, hamiltonian_file: str, overlap_tolerance: float) 
             hamiltonian, _ = BlockMatrix.read_selected(folder / hamiltonian_file,
                                                        lambda chunk, first: keep[first : first + len(chunk)])
         else:
-            kept = {tuple(int(x) for x in row) for row in overlap.atom_pairs}
-            hamiltonian, _ = BlockMatrix.read_selected(folder / hamiltonian_file, lambda chunk, _: np.array(
-                [tuple(int(x) for x in row) in kept for row in chunk.atom_pairs], dtype=bool))
+            hamiltonian, _ = BlockMatrix.read_selected(
+                folder / hamiltonian_file, lambda chunk, _: _listed_in(chunk.atom_pairs, overlap.atom_pairs))
     return {hamiltonian_file: hamiltonian, "overlap.h5": overlap}
+
+
+def _listed_in(pairs: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Mask of the rows of ``pairs`` that are rows of ``kept`` (both (P, 5) atom_pairs)."""
+    kept_set = {tuple(int(x) for x in row) for row in kept}
+    return np.array([tuple(int(x) for x in row) in kept_set for row in pairs], dtype=bool)
 
 
 def _check_tolerance(overlap_tolerance: float) -> None:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from ..io.atomic_write import atomic_path
 from ..io.deeph_format import DeepHStructure
 from .dos import gaussian_dos, kpm_expansion
-from .eigensolvers import ShiftInvert, dense_eigh, fermi_level
+from .eigensolvers import ShiftInvert, dense_eigh, fermi_level, nearest
 from .kpath import KPath, standard_kpath
 from .pardiso import Backend
 from .sparse import BlochOperators
@@ -103,10 +103,6 @@ def band_edges(eigenvalues: np.ndarray, fermi: float, full_spectrum: bool) -> tu
     return (0.0, True) if gap < METAL_GAP else (gap, False)
 
 
-def _nearest(values: np.ndarray, sigma: float, num: int) -> np.ndarray:
-    return np.sort(values[np.argsort(np.abs(values - sigma), kind="stable")[:num]])
-
-
 def compute_bands(
     structure: DeepHStructure,
     kpath: KPath | None = None,
@@ -139,7 +135,7 @@ def compute_bands(
             raise ValueError("ill_threshold needs num_bands: the number of bands left may change with k")
         bands = [dense_eigh(*operators.at_k(k), ill_threshold=ill_threshold) for k in kpath.kpoints]
         if num_bands is not None:
-            bands = [_nearest(values, sigma, num_bands) for values in bands]
+            bands = [nearest(values, sigma, num_bands) for values in bands]
     elif solver == "sparse":
         num_bands = num_bands or min(50, operators.size - 2)
         at_gamma = _gamma_solver(structure, num_bands, sigma, backend) if symmetry else None

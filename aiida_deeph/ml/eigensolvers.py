@@ -178,6 +178,11 @@ def _same_memory(first: np.ndarray, second: np.ndarray) -> bool:
             and first.shape == second.shape and first.strides == second.strides and first.dtype == second.dtype)
 
 
+def nearest(values: np.ndarray, sigma: float, num: int) -> np.ndarray:
+    """The ``num`` values nearest ``sigma``, ascending."""
+    return np.sort(values[np.argsort(np.abs(values - sigma), kind="stable")[:num]])
+
+
 def occupations(eigenvalues: np.ndarray, fermi: float, temperature: float = 0.0) -> np.ndarray:
     """Occupation (0…1) of each state: Fermi–Dirac at ``temperature`` (K), a step at T = 0."""
     eigenvalues = np.asarray(eigenvalues, dtype=float)

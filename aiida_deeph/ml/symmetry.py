@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..io.deeph_format import BlockMatrix, DeepHStructure
-from .eigensolvers import dense_eigh
+from .eigensolvers import dense_eigh, nearest
 from .sparse import BlockPattern
 
 SYMPREC = 1e-4  # Å: atoms this close to a rotated atom are its image
@@ -135,7 +135,7 @@ class GammaFolding:
         rotation = rotation or find_rotation(structure.lattice, structure.species, structure.positions)
         if rotation is None:
             raise SymmetryError(NO_ROTATION)
-        self.rotation, self.size = rotation, structure.norbitals
+        self.rotation = rotation
         self.orbit, self.step, self.orbit_size, self.representatives = _orbits(rotation.permutation)
         # each species' orbital rotation D and its powers D^r, r = 0..n−1
         shells = structure.elements_orbital_map
@@ -297,8 +297,8 @@ def gamma_eigenvalues(folding: GammaFolding, num: int, sigma: float,
     """The ``num`` eigenvalues nearest ``sigma`` of the whole H(Γ) c = ε S(Γ) c, from the irrep blocks one at a time.
 
     Blocks up to ``dense_limit`` rows are solved densely (all their eigenvalues); larger ones by
-    ``solver([h, s], k)`` (:meth:`.eigensolvers.ShiftInvert.taking`, which takes h and writes over it), first for ``margin`` times their share num/n (+ 2). The merged list
-    is exact once no block stopped nearer σ than the ``num``-th merged value; a block that did is asked again for
+    ``solver([h, s], k)`` (:meth:`.eigensolvers.ShiftInvert.taking`, which takes h and writes over it), first for
+    ``margin`` times their share num/n (+ 2). The merged list is exact once no block stopped nearer σ than the ``num``-th merged value; a block that did is asked again for
     twice as many (folded and factored again).
     """
     want = {p: max(4, int(np.ceil(margin * num / folding.rotation.order)) + 2) for p in folding.irreps}
@@ -317,7 +317,7 @@ def gamma_eigenvalues(folding: GammaFolding, num: int, sigma: float,
         radius = np.sort(np.abs(merged - sigma))[num - 1] if len(merged) >= num else np.inf
         short = [p for p in incomplete if np.abs(found[p][0] - sigma).max() < radius]
         if not short:
-            return np.sort(merged[np.argsort(np.abs(merged - sigma), kind="stable")[:num]])
+            return nearest(merged, sigma, num)
         for p in short:
             want[p] *= 2
             del found[p]
