@@ -26,8 +26,10 @@ pushing the shared box into swap or the OOM killer. Solvers: 'pardiso' (MKL PARD
 vectors instead of 2·bands + 1) and 'matching' (PARDISO with symmetric scaling and weighted matching, as the engine
 called it before: MKL advises it for indefinite matrices), 'separate' (H(k) and H − σS kept beside the factor, as
 the engine had them before :meth:`~aiida_deeph.ml.eigensolvers.ShiftInvert.at_k`, which the others use, as
-``compute_bands`` does), 'symmetry' (Γ only: the irrep blocks of the cell's 3-fold rotation, one at a time,
-:mod:`aiida_deeph.ml.symmetry`, as ``compute_bands(symmetry=True)`` does); ``--tolerances`` runs the sweep's solvers again on the
+``compute_bands`` does), 'symmetry' (Γ only: the irrep blocks of the cell's D3 — the 3-fold rotation and the
+in-plane flip that swaps the layers —, one at a time, :mod:`aiida_deeph.ml.symmetry`, as
+``compute_bands(symmetry=True)`` does), 'cyclic' (the same with the rotation alone: a real and a complex block);
+``--tolerances`` runs the sweep's solvers again on the
 structure pruned to the pairs with max |S| ≥ TOL (``bands --overlap-tolerance``) and reports the eigenvalue error
 that costs against every pair; at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
 and 'dense' (LAPACK, every eigenvalue), the reference for the eigenvalues. ``--log FILE`` keeps every result (JSON
@@ -62,6 +64,7 @@ SOLVERS = {  # name: shift_invert_eigsh keywords (None: dense)
     "matching": {"backend": "pardiso"},
     "separate": {"backend": "pardiso"},
     "symmetry": {"backend": "pardiso"},
+    "cyclic": {"backend": "pardiso"},
     "superlu": {"backend": "superlu"},
     "dense": None,
 }
@@ -157,13 +160,13 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     start = time.perf_counter()
     structure = DeepHStructure.read(folder, overlap_tolerance=float(tolerance) if tolerance else None)
     kpoint = np.array(kpoint)
-    if solver == "symmetry":
+    if solver in ("symmetry", "cyclic"):
         from aiida_deeph.ml.symmetry import GammaFolding
 
         if np.any(kpoint):
             raise ValueError("the symmetry blocks are for Γ")
         sizes = {"N": structure.norbitals, "nnz": 0, "pairs": len(structure.overlap), "dtype": "blocks"}
-        folding = GammaFolding(structure)
+        folding = GammaFolding(structure, dihedral=solver == "symmetry")
         del structure  # the folding keeps the pairs of one atom per orbit
         return symmetry_job(folding, sizes, bands, sigma, start)
     operators = BlochOperators(structure)
@@ -197,7 +200,8 @@ def symmetry_job(folding, row: dict, bands: int, sigma: float, start: float) -> 
     import aiida_deeph.ml.eigensolvers as eigensolvers
     from aiida_deeph.ml.symmetry import gamma_eigenvalues
 
-    row.update(assembly_s=time.perf_counter() - start, before_gb=peak_rss_gb(), order=folding.rotation.order)
+    row.update(assembly_s=time.perf_counter() - start, before_gb=peak_rss_gb(), order=folding.rotation.order,
+               blocks={str(irrep): folding.block_size(irrep) for irrep in folding.irreps})
     stats = watch_factorizations(eigensolvers)
     wall, cpu = time.perf_counter(), time.process_time()
     with eigensolvers.ShiftInvert(sigma, backend="pardiso") as solver:
@@ -357,7 +361,7 @@ def main() -> None:
     for index, n in enumerate(args.n):
         plan += [(n, k, solver) for k in args.k for solver in sweep_solvers(args)
                  if (solver not in ("complex", "ncv", "matching") or (index == 0 and k == "Γ"))
-                 and (k == "Γ" or not solver.startswith("symmetry"))]
+                 and (k == "Γ" or solver.partition("@")[0] not in ("symmetry", "cyclic"))]
     if args.full:
         plan += [(FULL_N, "Γ", f"{solver}@{args.full_tolerance:g}") for solver in args.full_solvers]
     results = {(r["n"], r["k"], r["solver"]): r for r in logged if "solver" in r}
@@ -437,8 +441,10 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
              (first, "Γ", "model-h", "pardiso", "model H / Hückel H")]
     for n in (args.check_n, *sweep):
         for k in ("Γ", "k"):
-            pairs += [(n, k, f"symmetry{pruned}", f"pardiso{pruned}", "irrep blocks / the whole matrix")
-                      for pruned in ("", *(f"@{tolerance:g}" for tolerance in args.tolerances))]
+            for pruned in ("", *(f"@{tolerance:g}" for tolerance in {*args.tolerances, args.full_tolerance})):
+                pairs += [(n, k, f"symmetry{pruned}", f"pardiso{pruned}", "irrep blocks / the whole matrix"),
+                          (n, k, f"cyclic{pruned}", f"pardiso{pruned}", "C3 blocks / the whole matrix"),
+                          (n, k, f"symmetry{pruned}", f"cyclic{pruned}", "D3 blocks / C3 blocks")]
             pairs += [(n, k, "separate", "pardiso", "H(k), H − σS kept beside the factor / not"),
                       (n, k, "single", "pardiso", "single + refinement / double"),
                       (n, k, "superlu", "pardiso", "SuperLU / PARDISO"), (n, k, "dense", "pardiso", "dense / PARDISO")]

@@ -207,8 +207,8 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--sigma", type=float, help="eV, centre of the band window (default: Fermi level)")
     add_overlap_tolerance(command)
     command.add_argument("--symmetry", action="store_true",
-                         help="sparse solver: solve Γ in the irrep blocks of the cell's rotation (twisted bilayers: "
-                              "3 blocks of N/3 rows)")
+                         help="sparse solver: solve Γ in the irrep blocks of the cell's rotation and flip (twisted "
+                              "bilayers, D3: real blocks of N/6, N/6 and N/3 rows)")
     command.add_argument("--plot", action="store_true", help="also write band.png")
     command.add_argument("--reference", help="DeepH folder of a DFT reference of the same structure: its bands "
                          "are overlaid and the errors written to validation.json")

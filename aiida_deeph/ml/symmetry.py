@@ -9,10 +9,17 @@ eigenvectors of D^s (the stabiliser of a) of eigenvalue ω^{ps}; Q_a = I away fr
 folded matrix is then ⟨a, p| X |b, p⟩ = s_a Σ_j W_a† X_aj W_j over the pairs of the rep a only (X invariant), so
 folding reads a third of the pairs of a 3-fold cell, and the folded blocks keep the pairs' sparsity.
 
+A 2-fold rotation h with h g h⁻¹ = g⁻¹ (the dihedral group D_n) splits further. h maps irrep p onto n − p. For
+p = n − p (p = 0, and n/2 for even n) h commutes with the block and halves it by its sign ±1. For the other p, the
+antiunitary A = hK (K: complex conjugation, which commutes with the real H(Γ)) maps block p onto itself with A² = 1,
+so its A-invariant vectors make the complex block real. h pairs each orbit o with o' = h(o), and the new basis
+vectors (1 ± A) x / √2 of x on o need only the rows of o: half the pairs again.
+
 Twisted bilayers made by :func:`aiida_deeph.structures.twisted.twisted_bilayer` turn about an atom of both layers:
-a 3-fold axis, so Γ becomes a real block (p = 0) and a complex one (p = 1) of N/3 rows; p = 2 is the complex
-conjugate of p = 1 (H(Γ) is real) and has its eigenvalues. That is ~3× fewer rows per factorization, whose cost
-grows faster than N, and an equal share of the eigenvalues per block.
+a 3-fold axis and three in-plane 2-fold axes that swap the layers (D3). With C3 alone, Γ becomes a real block
+(p = 0) and a complex one (p = 1) of N/3 rows; p = 2 is the complex conjugate of p = 1 and has its eigenvalues.
+With D3 it becomes two real blocks of N/6 (A1, A2) and one real block of N/3 (E), all folded from a sixth of the
+pairs: a real factor of N/3 rows instead of a complex one, and the cost of a factorization grows faster than N.
 
 Real, spinless H(Γ) only: spin-orbit Hamiltonians need the double group.
 """
@@ -31,6 +38,7 @@ from .eigensolvers import dense_eigh, nearest
 from .sparse import BlockPattern
 
 SYMPREC = 1e-4  # Å: atoms this close to a rotated atom are its image
+FOLD_CHUNK = 50_000  # pairs folded at once
 NO_ROTATION = "the structure has no rotation symmetry to split H(Γ) with (solve without symmetry)"
 
 
@@ -57,49 +65,82 @@ def find_rotation(lattice: np.ndarray, species: list[str], positions: np.ndarray
     tried on a handful of probe atoms at once and only the survivors on every atom. spglib on the whole crystal
     finds the same operations but takes ~70 s for 11,908 atoms (its primitive-cell search), this well under 1 s.
     """
-    import spglib
-
-    lattice, positions = np.asarray(lattice, dtype=float), np.asarray(positions, dtype=float)
-    species = np.asarray(species)
-    fractional = positions @ np.linalg.inv(lattice)
-    point_group = spglib.get_symmetry((lattice, np.zeros((1, 3)), [1]), symprec=symprec)["rotations"]
-    rotations = sorted({(_order(w), w.tobytes()): w for w in point_group if round(np.linalg.det(w)) == 1}.items(),
-                       key=lambda item: -item[0][0])
-    tree = cKDTree(fractional % 1.0, boxsize=1.0 + 1e-12)
-    _, counts = np.unique(species, return_counts=True)
-    reference = int(np.flatnonzero(species == np.unique(species)[np.argmin(counts)])[0])  # the rarest species
-    probes = np.random.default_rng(0).choice(len(species), size=min(8, len(species)), replace=False)
-    targets = np.flatnonzero(species == species[reference])
-    for (order, _), rotation in rotations:
+    crystal = _Crystal(lattice, species, positions, symprec)
+    for order, rotation in crystal.proper_rotations():
         if order == 1:
             break
+        for permutation in crystal.permutations(rotation, order):
+            return Rotation(crystal.cartesian(rotation), order, permutation)
+    return None
+
+
+def find_flip(lattice: np.ndarray, species: list[str], positions: np.ndarray, rotation: Rotation,
+              symprec: float = SYMPREC) -> Rotation | None:
+    """A 2-fold rotation h of the crystal with h g h⁻¹ = g⁻¹ for ``rotation`` g (g and h make the dihedral group
+    D_n; in a twisted bilayer, an in-plane axis that swaps the layers), or None."""
+    crystal = _Crystal(lattice, species, positions, symprec)
+    fractional = np.rint(np.linalg.inv(crystal.lattice.T) @ rotation.matrix @ crystal.lattice.T).astype(int)
+    inverse = np.argsort(rotation.permutation)
+    for order, flip in crystal.proper_rotations():
+        if order != 2 or not np.array_equal(flip @ fractional @ flip @ fractional, np.eye(3, dtype=int)):
+            continue
+        for permutation in crystal.permutations(flip, 2):  # the atoms must obey h g h = g⁻¹ too (no centring)
+            if np.array_equal(permutation[rotation.permutation[permutation]], inverse):
+                return Rotation(crystal.cartesian(flip), 2, permutation)
+    return None
+
+
+class _Crystal:
+    """Atoms in fractional coordinates with a periodic k-d tree, to find the space-group operations of a point
+    operation quickly."""
+
+    def __init__(self, lattice: np.ndarray, species: list[str], positions: np.ndarray, symprec: float) -> None:
+        self.lattice, self.symprec = np.asarray(lattice, dtype=float), symprec
+        self.species = np.asarray(species)
+        self.fractional = np.asarray(positions, dtype=float) @ np.linalg.inv(self.lattice)
+        self.tree = cKDTree(self.fractional % 1.0, boxsize=1.0 + 1e-12)
+
+    def proper_rotations(self) -> list[tuple[int, np.ndarray]]:
+        """The lattice's proper rotations (fractional, integer), highest order first."""
+        import spglib
+
+        point_group = spglib.get_symmetry((self.lattice, np.zeros((1, 3)), [1]), symprec=self.symprec)["rotations"]
+        unique = {w.tobytes(): w for w in point_group if round(np.linalg.det(w)) == 1}
+        return sorted(((_order(w), w) for w in unique.values()), key=lambda item: -item[0])
+
+    def cartesian(self, rotation: np.ndarray) -> np.ndarray:
+        return self.lattice.T @ rotation @ np.linalg.inv(self.lattice.T)  # r' = Lᵀ W L⁻ᵀ r, column vectors
+
+    def permutations(self, rotation: np.ndarray, order: int) -> Iterator[np.ndarray]:
+        """The atom permutation of each translation that makes ``rotation`` a symmetry of the crystal whose
+        ``order``-th power gives every atom back."""
+        species, fractional = self.species, self.fractional
+        _, counts = np.unique(species, return_counts=True)
+        reference = int(np.flatnonzero(species == np.unique(species)[np.argmin(counts)])[0])  # the rarest species
+        probes = np.random.default_rng(0).choice(len(species), size=min(8, len(species)), replace=False)
+        targets = np.flatnonzero(species == species[reference])
         translations = fractional[targets] - fractional[reference] @ rotation.T
         alive = np.ones(len(translations), dtype=bool)
         for probe in probes:  # cheap rejection: where does each candidate send the probe atom?
             images = fractional[probe] @ rotation.T + translations[alive]
-            alive[alive] = _images_match(tree, images, fractional, lattice, species, species[probe], symprec)
+            alive[alive] = self._images_match(images, species[probe])
         for translation in translations[alive]:
             images = fractional @ rotation.T + translation
-            _, permutation = tree.query(images % 1.0)
-            if not np.all(_images_match(tree, images, fractional, lattice, species, species, symprec)) \
-                    or len(np.unique(permutation)) != len(permutation):
+            _, permutation = self.tree.query(images % 1.0)
+            if not np.all(self._images_match(images, species)) or len(np.unique(permutation)) != len(permutation):
                 continue
             power = np.arange(len(permutation))  # g^n must give every atom back (no centring translation in it)
             for _ in range(order):
                 power = permutation[power]
             if np.array_equal(power, np.arange(len(permutation))):
-                cartesian = lattice.T @ rotation @ np.linalg.inv(lattice.T)  # r' = Lᵀ W L⁻ᵀ r, column vectors
-                return Rotation(cartesian, order, permutation)
-    return None
+                yield permutation
 
-
-def _images_match(tree: cKDTree, images: np.ndarray, fractional: np.ndarray, lattice: np.ndarray,
-                  species: np.ndarray, expected: np.ndarray | str, symprec: float) -> np.ndarray:
-    """Whether each fractional image lands within ``symprec`` Å of an atom of the expected species."""
-    _, nearest = tree.query(images % 1.0)
-    shift = images - fractional[nearest]
-    distance = np.linalg.norm((shift - np.round(shift)) @ lattice, axis=1)
-    return (distance < symprec) & (species[nearest] == expected)
+    def _images_match(self, images: np.ndarray, expected: np.ndarray | str) -> np.ndarray:
+        """Whether each fractional image lands within ``symprec`` Å of an atom of the expected species."""
+        _, nearest = self.tree.query(images % 1.0)
+        shift = images - self.fractional[nearest]
+        distance = np.linalg.norm((shift - np.round(shift)) @ self.lattice, axis=1)
+        return (distance < self.symprec) & (self.species[nearest] == expected)
 
 
 def _order(rotation: np.ndarray) -> int:
@@ -109,24 +150,50 @@ def _order(rotation: np.ndarray) -> int:
     return order
 
 
+@dataclass(frozen=True)
+class Irrep:
+    """One block of H(Γ): p (character ω^p of the rotation g) and, where a flip h splits a real p further, the
+    eigenvalue ±1 of h (``sign``; 0 where there is none, or where hK makes the pair p, n − p one real block)."""
+
+    p: int
+    sign: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.p}{'' if not self.sign else '+' if self.sign > 0 else '-'}"
+
+
 @dataclass(eq=False)
 class SymmetryBlock:
-    """H and S of one irrep p (character ω^p of the rotation) in its symmetry-adapted basis, as CSR."""
+    """H and S of one irrep in its symmetry-adapted basis, as CSR."""
 
-    irrep: int
+    irrep: Irrep
     degeneracy: int  # 2 when the conjugate irrep n − p ≠ p has the same eigenvalues
     h: sp.csr_matrix
     s: sp.csr_matrix
 
 
-class GammaFolding:
-    """The irrep blocks of H(Γ), S(Γ) of one structure under ``rotation`` (default: :func:`find_rotation`).
+@dataclass(frozen=True)
+class _Layout:
+    """The symmetry-adapted basis of one irrep, orbit by orbit: a folded block of the pair (a, j) is
+    ``left[orbit a] @ (phase X_aj D^r) @ right[orbit j]``, at (block of a, block of j)."""
 
-    Keeps only the pairs whose first atom represents its orbit; the structure itself can be dropped once this is
-    built. :meth:`blocks` yields the irreps p = 0..⌊n/2⌋ one at a time (p and n − p share their eigenvalues).
+    block_of: np.ndarray  # block index of each orbit (an orbit and its flip partner share one)
+    widths: np.ndarray  # rows of each block
+    left: list[np.ndarray | None]  # (width, orbitals) for the orbits whose rows are kept, None for the others
+    right: list[np.ndarray]  # (orbitals, width of its block)
+    real: bool
+
+
+class GammaFolding:
+    """The irrep blocks of H(Γ), S(Γ) of one structure under ``rotation`` (default: :func:`find_rotation`) and,
+    with ``dihedral``, the flip that :func:`find_flip` finds for it.
+
+    Keeps only the pairs whose first atom represents its orbit (and, with a flip, only of one orbit of each pair
+    the flip swaps); the structure itself can be dropped once this is built. :meth:`blocks` yields the irreps one
+    at a time (p and n − p share their eigenvalues).
     """
 
-    def __init__(self, structure: DeepHStructure, rotation: Rotation | None = None) -> None:
+    def __init__(self, structure: DeepHStructure, rotation: Rotation | None = None, dihedral: bool = True) -> None:
         if structure.hamiltonian is None or structure.overlap is None:
             raise ValueError("folding needs both the Hamiltonian and the overlap")
         if structure.spinful or structure.hamiltonian.is_complex:
@@ -136,49 +203,103 @@ class GammaFolding:
         if rotation is None:
             raise SymmetryError(NO_ROTATION)
         self.rotation = rotation
+        self.flip = find_flip(structure.lattice, structure.species, structure.positions, rotation) \
+            if dihedral else None
         self.orbit, self.step, self.orbit_size, self.representatives = _orbits(rotation.permutation)
-        # each species' orbital rotation D and its powers D^r, r = 0..n−1
+        # each species' orbital rotation D and its powers D^r, r = 0..n−1, and the flip's D_h
         shells = structure.elements_orbital_map
-        species = np.asarray(structure.species)
-        self.kind = np.unique(species, return_inverse=True)[1]
+        elements = np.unique(structure.species)
+        self.kind = np.unique(np.asarray(structure.species), return_inverse=True)[1]
         self.powers = [_powers(_orbital_rotation64(shells[element], rotation.matrix), rotation.order)
-                       for element in np.unique(species)]
-        is_rep = np.zeros(structure.natoms, dtype=bool)
-        is_rep[self.representatives] = True
-        self.hamiltonian = _rows_of(structure.hamiltonian, is_rep)
-        self.overlap = _rows_of(structure.overlap, is_rep)
+                       for element in elements]
+        orbits = np.arange(len(self.representatives))
+        if self.flip is None:
+            self.partner, self.shift, self.row_orbits = orbits, np.zeros_like(orbits), orbits
+        else:  # h(rep of o) = π^t(rep of o'): o' the partner, t the shift; rows kept: the lower orbit of each pair
+            self.flip_rotations = [_orbital_rotation64(shells[element], self.flip.matrix) for element in elements]
+            image = self.flip.permutation[self.representatives]
+            self.partner, self.shift = self.orbit[image], self.step[image]
+            self.row_orbits = orbits[self.partner >= orbits]
+        is_row = np.zeros(structure.natoms, dtype=bool)
+        is_row[self.representatives[self.row_orbits]] = True
+        self.hamiltonian = _rows_of(structure.hamiltonian, is_row)
+        self.overlap = _rows_of(structure.overlap, is_row)
+        self._layouts: dict[Irrep, _Layout] = {}
 
     @property
-    def irreps(self) -> list[int]:
-        return list(range(self.rotation.order // 2 + 1))
+    def irreps(self) -> list[Irrep]:
+        n, irreps = self.rotation.order, []
+        for p in range(n // 2 + 1):
+            split = self.flip is not None and (2 * p) % n == 0
+            irreps += [Irrep(p, 1), Irrep(p, -1)] if split else [Irrep(p)]
+        return irreps
 
-    def degeneracy(self, irrep: int) -> int:
-        return 1 if irrep == 0 or 2 * irrep == self.rotation.order else 2
+    def degeneracy(self, irrep: Irrep) -> int:
+        return 1 if (2 * irrep.p) % self.rotation.order == 0 else 2
 
-    def blocks(self, irreps: list[int] | None = None) -> Iterator[SymmetryBlock]:
+    def blocks(self, irreps: list[Irrep] | None = None) -> Iterator[SymmetryBlock]:
         for irrep in self.irreps if irreps is None else irreps:
             yield self.block(irrep)
 
-    def block(self, irrep: int) -> SymmetryBlock:
+    def block(self, irrep: Irrep) -> SymmetryBlock:
         return SymmetryBlock(irrep, self.degeneracy(irrep), *self.matrices(irrep))
 
-    def block_size(self, irrep: int) -> int:
-        return sum(q.shape[1] for q in self._orbit_bases(irrep))
+    def block_size(self, irrep: Irrep) -> int:
+        return int(self._layout(irrep).widths.sum())
 
-    def matrices(self, irrep: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """The folded H and S of irrep ``irrep``, both on one CSR layout when they have the same pairs."""
-        basis = self._orbit_bases(irrep)
-        widths = np.array([q.shape[1] for q in basis])
-        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
-        pattern = BlockPattern.build(self._fold(self.hamiltonian, irrep, basis), offsets, int(widths.sum()), False)
+    def matrices(self, irrep: Irrep) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """The folded H and S of ``irrep``, both on one CSR layout when they have the same pairs."""
+        layout = self._layout(irrep)
+        offsets, size = np.concatenate([[0], np.cumsum(layout.widths)[:-1]]), int(layout.widths.sum())
+        pattern = BlockPattern.build(self._fold(self.hamiltonian, irrep, layout), offsets, size, False)
         h = pattern.at_k(np.zeros(3))
         if np.array_equal(self.hamiltonian.atom_pairs, self.overlap.atom_pairs):
-            pattern = pattern.with_entries(self._fold(self.overlap, irrep, basis))
+            pattern = pattern.with_entries(self._fold(self.overlap, irrep, layout))
         else:
-            pattern = BlockPattern.build(self._fold(self.overlap, irrep, basis), offsets, int(widths.sum()), False)
+            pattern = BlockPattern.build(self._fold(self.overlap, irrep, layout), offsets, size, False)
         return h, pattern.at_k(np.zeros(3))
 
-    def _orbit_bases(self, irrep: int) -> list[np.ndarray]:
+    def _layout(self, irrep: Irrep) -> _Layout:
+        """Without a flip: a block per orbit, Q_a (and Q_a† on the left). With one, the orbits o and o' = h(o)
+        make one block, spanned by v = (1 + A) x / √2 for x on o, A = U(h) for a real p (sign ±1: A v = ±v, and x
+        real) and A = U(h) K otherwise (the complex conjugation K commutes with the real H, so A v = v makes the
+        block real; x and i x). Then ⟨v|X|v'⟩ = Re⟨x|X (1 + A) x'⟩ needs the rows of o only: A x' = X_o' x'*
+        on the partner of x' (:meth:`_flip_matrix`)."""
+        if irrep in self._layouts:
+            return self._layouts[irrep]
+        basis = self._orbit_bases(irrep.p)
+        if self.flip is None:
+            layout = _Layout(np.arange(len(basis)), np.array([q.shape[1] for q in basis]),
+                             [q.conj().T for q in basis], basis, (2 * irrep.p) % self.rotation.order == 0)
+        else:
+            left: list[np.ndarray | None] = [None] * len(basis)
+            right: list[np.ndarray] = [np.zeros((0, 0))] * len(basis)
+            block_of, widths = np.empty(len(basis), dtype=np.int64), []
+            sign = irrep.sign or 1
+            for index, o in enumerate(self.row_orbits):
+                partner, flip = self.partner[o], self._flip_matrix(irrep.p, o, basis)
+                if partner != o:
+                    width = basis[o].shape[1]
+                    x = np.eye(width) if irrep.sign else np.hstack([np.eye(width), 1j * np.eye(width)])
+                    right[o], right[partner] = basis[o] @ x, sign * basis[partner] @ flip @ x.conj()
+                else:
+                    x = _flip_invariant(flip, irrep.sign) / np.sqrt(2)
+                    right[o] = basis[o] @ (x + sign * flip @ x.conj())
+                left[o] = x.conj().T @ basis[o].conj().T
+                block_of[[o, partner]] = index
+                widths.append(x.shape[1])
+            layout = _Layout(block_of, np.array(widths, dtype=np.int64), left, right, True)
+        self._layouts[irrep] = layout
+        return layout
+
+    def _flip_matrix(self, p: int, o: int, basis: list[np.ndarray]) -> np.ndarray:
+        """X_o: A |o, p, μ⟩ = Σ_ν |o', p, ν⟩ (X_o)_νμ with A = U(h) K, o' = h(o), h(rep o) = π^t(rep o'):
+        ω^{pt} Q_o'† D^{−t} D_h Q_o* (for a real p, K does nothing and A = U(h))."""
+        t, kind, n = self.shift[o], self.kind[self.representatives[o]], self.rotation.order
+        rotated = self.powers[kind][(-t) % n] @ self.flip_rotations[kind] @ basis[o].conj()
+        return _real_if_close(_omega(p * t, n) * (basis[self.partner[o]].conj().T @ rotated))
+
+    def _orbit_bases(self, p: int) -> list[np.ndarray]:
         """Q of each orbit (by its index): eigenvectors of D^s with eigenvalue ω^{ps}, orthonormal columns."""
         n = self.rotation.order
         bases = []
@@ -187,39 +308,61 @@ class GammaFolding:
             if size == n:
                 bases.append(np.eye(len(powers[0])))
                 continue
-            projector = sum(_omega(-irrep * size * t, n) * powers[size * t] for t in range(n // size)) * size / n
+            projector = sum(_omega(-p * size * t, n) * powers[size * t] for t in range(n // size)) * size / n
             values, vectors = np.linalg.eigh(_real_if_close(projector))
             bases.append(vectors[:, values > 0.5])
         return bases
 
-    def _fold(self, matrix: BlockMatrix, irrep: int, basis: list[np.ndarray]) -> BlockMatrix:
-        """⟨a, p| X |b, p⟩ blocks: for each pair (a, j = π^r b), √(s_a / s_b) ω^{−pr} Q_a† X_aj D^r Q_b."""
+    def _fold(self, matrix: BlockMatrix, irrep: Irrep, layout: _Layout) -> BlockMatrix:
+        """The blocks ``√(s_a / s_b) ω^{−pr} left_a X_aj D^r right_b`` of each pair (a, j = π^r b), summed later
+        by :class:`.BlockPattern` where pairs meet in one block."""
         n = self.rotation.order
         pairs = matrix.atom_pairs
         first, second = pairs[:, 3], pairs[:, 4]
         a, b, r = self.orbit[first], self.orbit[second], self.step[second]
-        phase = _omega(-irrep * r, n) * np.sqrt(self.orbit_size[a] / self.orbit_size[b])
-        complex_ = not np.allclose(np.imag(phase), 0.0) or any(np.iscomplexobj(q) for q in basis)
-        dtype = np.complex128 if complex_ else np.float64
-        phase = phase.astype(dtype) if complex_ else phase.real
-        generic = (self.orbit_size[a] == n) & (self.orbit_size[b] == n)
+        phase = _real_if_close(_omega(-irrep.p * r, n) * np.sqrt(self.orbit_size[a] / self.orbit_size[b]))
+        left_id, right_id = _ids(layout.left), _ids(layout.right)
         blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (pair indices, their folded blocks)
-        for group in _groups(self.kind[first], self.kind[second], r, generic):
-            kind_j, step = self.kind[second[group[0]]], r[group[0]]
-            rotated = _gather_blocks(matrix, group) @ self.powers[kind_j][step]  # X_aj D^r, one GEMM per group
-            if generic[group[0]]:
-                blocks.append((group, rotated * phase[group, None, None]))
+        for group in _groups(self.kind[first], self.kind[second], r, left_id[a], right_id[b]):
+            pair = group[0]
+            left, right = layout.left[a[pair]], self.powers[self.kind[second[pair]]][r[pair]] @ layout.right[b[pair]]
+            if left.shape[0] == 0 or right.shape[1] == 0:
                 continue
-            for pair, block in zip(group, rotated):  # the few pairs touching the rotation axis
-                folded = basis[a[pair]].conj().T @ block @ basis[b[pair]] * phase[pair]
-                blocks.append((np.array([pair]), folded[None].astype(dtype, copy=False)))
+            for chunk in np.array_split(group, -(-len(group) // FOLD_CHUNK)):  # bounded transients
+                rotated = (_gather_blocks(matrix, chunk) @ right) * phase[chunk, None, None]  # X_aj D^r right
+                folded = np.matmul(left, rotated)
+                blocks.append((chunk, folded.real if layout.real else folded))
         order = np.concatenate([index for index, _ in blocks]) if blocks else np.zeros(0, np.int64)
-        shapes = np.concatenate([np.repeat([block.shape[1:]], len(block), axis=0) for _, block in blocks])
+        shapes = np.concatenate([np.repeat([block.shape[1:]], len(block), axis=0) for _, block in blocks]) \
+            if blocks else np.zeros((0, 2), np.int64)
         boundaries = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])
-        entries = np.concatenate([block.reshape(-1) for _, block in blocks]).astype(dtype, copy=False)
+        dtype = np.float64 if layout.real else np.complex128
+        entries = np.concatenate([block.reshape(-1) for _, block in blocks]).astype(dtype, copy=False) \
+            if blocks else np.zeros(0, dtype)
         folded_pairs = np.zeros((len(order), 5), dtype=np.int64)
-        folded_pairs[:, 3], folded_pairs[:, 4] = a[order], b[order]
+        folded_pairs[:, 3], folded_pairs[:, 4] = layout.block_of[a[order]], layout.block_of[b[order]]
         return BlockMatrix(folded_pairs, shapes, boundaries, entries)
+
+
+def _flip_invariant(flip: np.ndarray, sign: int) -> np.ndarray:
+    """Orthonormal v on an orbit the flip maps onto itself with A v = ±v: the eigenvectors of the real X of sign
+    ``sign``; for ``sign`` 0 (A antiunitary, X X* = 1 so X is symmetric and unitary) the Takagi factor V of
+    X = V Vᵀ, from the real orthogonal O that diagonalizes Re X and Im X (they commute)."""
+    if sign:
+        values, vectors = np.linalg.eigh((flip + flip.T) / 2)
+        return vectors[:, np.abs(values - sign) < 0.5]
+    _, rotation = np.linalg.eigh(flip.real + (np.sqrt(5) - 1) / 2 * flip.imag)  # an irrational mix: no accidents
+    diagonal = rotation.T @ flip @ rotation
+    if not np.allclose(diagonal, np.diag(np.diag(diagonal)), atol=1e-9):
+        raise SymmetryError("the flip does not act as a conjugation on an orbit it fixes")
+    return rotation * np.sqrt(np.diag(diagonal))
+
+
+def _ids(matrices: list[np.ndarray | None]) -> np.ndarray:
+    """An index per matrix, equal for equal matrices: the pairs of a group share their left and right factors."""
+    seen: dict[tuple, int] = {}
+    return np.array([-1 if m is None else seen.setdefault((m.shape, m.dtype.str, m.tobytes()), len(seen))
+                     for m in matrices], dtype=np.int64)
 
 
 def _orbits(permutation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -275,10 +418,9 @@ def _rows_of(matrix: BlockMatrix, keep_row: np.ndarray) -> BlockMatrix:
     return matrix.subset(keep_row[matrix.atom_pairs[:, 3]])
 
 
-def _groups(kind_i: np.ndarray, kind_j: np.ndarray, step: np.ndarray, generic: np.ndarray) -> list[np.ndarray]:
-    """Pair indices grouped by (species of i, species of j, r, generic): one block shape and one D^r per group."""
-    kinds, steps = int(max(kind_i.max(initial=0), kind_j.max(initial=0))) + 1, int(step.max(initial=0)) + 1
-    key = ((kind_i * kinds + kind_j) * steps + step) * 2 + generic
+def _groups(*keys: np.ndarray) -> list[np.ndarray]:
+    """Pair indices grouped by equal values of every key (species of i and j, r, left and right factors)."""
+    key = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
     order = np.argsort(key, kind="stable")
     cuts = np.flatnonzero(np.diff(key[order])) + 1
     return np.split(order, cuts)
@@ -298,14 +440,17 @@ def gamma_eigenvalues(folding: GammaFolding, num: int, sigma: float,
 
     Blocks up to ``dense_limit`` rows are solved densely (all their eigenvalues); larger ones by
     ``solver([h, s], k)`` (:meth:`.eigensolvers.ShiftInvert.taking`, which takes h and writes over it), first for
-    ``margin`` times their share num/n (+ 2). The merged list is exact once no block stopped nearer σ than the ``num``-th merged value; a block that did is asked again for
-    twice as many (folded and factored again).
+    ``margin`` times their share of ``num`` (+ 2), in proportion to their rows. The merged list is exact once no
+    block stopped nearer σ than the ``num``-th merged value; a block that did is asked again for twice as many
+    (folded and factored again).
     """
-    want = {p: max(4, int(np.ceil(margin * num / folding.rotation.order)) + 2) for p in folding.irreps}
-    found: dict[int, tuple[np.ndarray, bool]] = {}  # irrep: (values, whether they are all of the block's)
+    sizes = {irrep: folding.block_size(irrep) for irrep in folding.irreps}
+    states = sum(size * folding.degeneracy(irrep) for irrep, size in sizes.items())
+    want = {irrep: max(4, int(np.ceil(margin * num * size / states)) + 2) for irrep, size in sizes.items()}
+    found: dict[Irrep, tuple[np.ndarray, bool]] = {}  # irrep: (values, whether they are all of the block's)
     while True:
         for irrep in [p for p in folding.irreps if p not in found]:
-            size = folding.block_size(irrep)
+            size = sizes[irrep]
             if size <= dense_limit or want[irrep] >= size - 2:
                 found[irrep] = (dense_eigh(*folding.matrices(irrep)), True)
             else:  # no reference to H kept here: the solver takes it out of the list, writes over it, frees it

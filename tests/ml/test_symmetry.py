@@ -11,7 +11,7 @@ from aiida_deeph.ml.bands import compute_bands
 from aiida_deeph.ml.eigensolvers import ShiftInvert, dense_eigh
 from aiida_deeph.ml.kpath import KPath
 from aiida_deeph.ml.sparse import BlochOperators
-from aiida_deeph.ml.symmetry import GammaFolding, find_rotation, gamma_eigenvalues
+from aiida_deeph.ml.symmetry import GammaFolding, find_flip, find_rotation, gamma_eigenvalues
 from aiida_deeph.structures.twisted import twisted_bilayer
 
 from .synthetic import read_mos2, single_threaded_blas, supercell
@@ -58,12 +58,33 @@ def test_twisted_bilayer_has_a_threefold_axis_through_atoms(twisted):
     assert sorted(folding.orbit_size) == [1] * 4 + [3] * 8  # 4 atoms on axes (AA sites), 8 orbits of 3
 
 
-def test_blocks_hold_every_eigenvalue_of_gamma(twisted):
-    """p = 0 real, p = 1 complex (counted twice, for p = 2): together exactly the spectrum of H(Γ), 364 values;
-    the atoms on the axis split their p and d shells between the irreps."""
+def test_twisted_bilayer_has_an_in_plane_flip_that_swaps_the_layers(twisted):
+    """D3: a 2-fold axis in the plane, h g h = g⁻¹ for the atoms too; no atom is fixed, every orbit of g is
+    swapped with one in the other layer, so only half the orbits' rows are kept."""
+    rotation = find_rotation(twisted.lattice, twisted.species, twisted.positions)
+    flip = find_flip(twisted.lattice, twisted.species, twisted.positions, rotation)
+    assert flip.order == 2
+    np.testing.assert_allclose(flip.matrix @ flip.matrix, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(flip.matrix @ rotation.matrix @ flip.matrix, rotation.matrix.T, atol=1e-12)
+    assert flip.matrix[2, 2] == pytest.approx(-1.0)
+    layer = twisted.positions[:, 2] > twisted.positions[:, 2].mean()
+    assert np.all(layer[flip.permutation] != layer)
+    assert np.array_equal(flip.permutation[rotation.permutation[flip.permutation]], np.argsort(rotation.permutation))
     folding = GammaFolding(twisted)
+    assert np.all(folding.partner != np.arange(len(folding.partner))) and len(folding.row_orbits) == 6
+
+
+@pytest.mark.parametrize("dihedral, expected", [
+    (False, [("0", 1, "f"), ("1", 2, "c")]),
+    (True, [("0+", 1, "f"), ("0-", 1, "f"), ("1", 2, "f")]),
+])
+def test_blocks_hold_every_eigenvalue_of_gamma(twisted, dihedral, expected):
+    """C3: p = 0 real, p = 1 complex (counted twice, for p = 2); the atoms on the axis split their p and d shells
+    between the irreps. D3: the flip splits p = 0 in two halves (A1, A2), and makes p = 1 real (E). Either way,
+    together exactly the spectrum of H(Γ), 364 values."""
+    folding = GammaFolding(twisted, dihedral=dihedral)
     blocks = list(folding.blocks())
-    assert [(b.irrep, b.degeneracy, b.h.dtype.kind) for b in blocks] == [(0, 1, "f"), (1, 2, "c")]
+    assert [(str(b.irrep), b.degeneracy, b.h.dtype.kind) for b in blocks] == expected
     assert sum(b.h.shape[0] * b.degeneracy for b in blocks) == 364
     for block in blocks:
         assert abs(block.h - block.h.conj().T).max() < 1e-8 and abs(block.s - block.s.conj().T).max() < 1e-9
@@ -74,16 +95,22 @@ def test_blocks_hold_every_eigenvalue_of_gamma(twisted):
 
 def test_sixfold_rotation_of_graphene(twisted):
     """The graphene cell's highest rotation is C6 about a hexagon centre: two atoms swapped, each fixed by C3;
-    irreps p = 0 and 3 real, 1 and 2 complex and doubly counted."""
+    irreps p = 0 and 3 real, 1 and 2 complex and doubly counted. Its in-plane flips (D6) map the orbit onto
+    itself: p = 0 and 3 split by the flip's sign, p = 1 and 2 become real through the Takagi factor of the flip."""
     from ase.build import graphene
 
     structure = huckel_structure(graphene(vacuum=5.0))
-    folding = GammaFolding(structure)
-    assert folding.rotation.order == 6 and list(folding.orbit_size) == [2]
-    assert [(b.irrep, b.degeneracy, b.h.dtype.kind) for b in folding.blocks()] == \
-        [(0, 1, "f"), (1, 2, "c"), (2, 2, "c"), (3, 1, "f")]
-    np.testing.assert_allclose(block_spectrum(folding), dense_eigh(*BlochOperators(structure).at_k(np.zeros(3))),
-                               atol=1e-8)
+    reference = dense_eigh(*BlochOperators(structure).at_k(np.zeros(3)))
+    cyclic = GammaFolding(structure, dihedral=False)
+    assert cyclic.rotation.order == 6 and list(cyclic.orbit_size) == [2]
+    assert [(str(b.irrep), b.degeneracy, b.h.dtype.kind) for b in cyclic.blocks()] == \
+        [("0", 1, "f"), ("1", 2, "c"), ("2", 2, "c"), ("3", 1, "f")]
+    np.testing.assert_allclose(block_spectrum(cyclic), reference, atol=1e-8)
+    dihedral = GammaFolding(structure)
+    assert list(dihedral.partner) == [0]
+    assert [(str(b.irrep), b.h.shape[0], b.h.dtype.kind) for b in dihedral.blocks()] == \
+        [("0+", 3, "f"), ("0-", 2, "f"), ("1", 4, "f"), ("2", 4, "f"), ("3+", 3, "f"), ("3-", 2, "f")]
+    np.testing.assert_allclose(block_spectrum(dihedral), reference, atol=1e-8)
 
 
 def test_real_dft_hamiltonian_folds_to_its_own_spectrum(dft_fixtures):
@@ -99,12 +126,17 @@ def test_real_dft_hamiltonian_folds_to_its_own_spectrum(dft_fixtures):
     assert np.abs(block_spectrum(folding) - reference)[near].max() < 1e-5
 
 
-def test_nearest_eigenvalues_through_the_sparse_solver(twisted):
-    """gamma_eigenvalues with shift-invert on every block: the 40 nearest σ; with too small a first request
-    (``margin``) the blocks that fall short are asked again, and the result is the same."""
+@pytest.mark.parametrize("dihedral, asked", [
+    (False, ([23, 22], [5, 5, 10, 10, 20, 20])),  # blocks of 124 and 120 rows
+    (True, ([13, 13, 22], [4, 4, 5, 8, 8, 10, 16, 16, 20])),  # 62, 62 and 120 rows
+])
+def test_nearest_eigenvalues_through_the_sparse_solver(twisted, dihedral, asked):
+    """gamma_eigenvalues with shift-invert on every block: the 40 nearest σ, each block first asked for its share
+    by rows; with too small a first request (``margin``) the blocks that fall short are asked again, and the
+    result is the same."""
     reference = dense_eigh(*BlochOperators(twisted).at_k(np.zeros(3)))
-    folding = GammaFolding(twisted)
-    for sigma, margin, asked in ((twisted.fermi_energy_eV, 1.5, [22, 22]), (2.0, 0.2, [5, 5, 10, 10, 20, 20])):
+    folding = GammaFolding(twisted, dihedral=dihedral)
+    for sigma, margin, asked in zip((twisted.fermi_energy_eV, 2.0), (1.5, 0.2), asked):
         calls = []
         with ShiftInvert(sigma, backend="superlu") as solver:
             def counted(matrices, num):
