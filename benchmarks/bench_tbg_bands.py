@@ -1,8 +1,10 @@
 """Benchmark (not a test): the 50 eigenvalues nearest E_F of twisted bilayer graphene in the 13-orbital DZVP basis.
 
-    python benchmarks/bench_tbg_bands.py [--n 10 13 18] [--full [--full-solvers symmetry] [--full-tolerance 1e-5]]
+    python benchmarks/bench_tbg_bands.py [--n 10 13 18] [--full [--full-solvers symmetry] [--full-tolerance 1e-5]
+                                                [--full-k Γ k]]
                                          [--check-n 4] [--bands 50] [--threads 2] [--solvers pardiso single symmetry]
                                          [--tolerances 1e-6 1e-5] [--k Γ k] [--model-h] [--max-gb 18] [--log FILE]
+                                         [--workdir DIR]
 
 Matrices. S(R) is the exact overlap of CP2K's DZVP-MOLOPT-SR-GTH basis (:func:`aiida_deeph.io.overlap.
 analytic_overlap`: every pair with |S| ≥ 1e-10, i.e. within 11.3 Å, ~283 neighbours per atom — the pairs a DeepH
@@ -13,8 +15,8 @@ size with the H that an untrained default DZVP DeepH-2 predicts there through th
 pairs), to compare. σ = E_F of the Hückel model (4 electrons per C; dense 6×6 k-mesh of the 28-atom (1, 2) cell).
 
 Sizes: (n, n + 1) bilayers, n = 10, 13, 18 → 1,324, 2,188, 4,108 atoms, extrapolated to n = 31, 11,908 atoms
-(1.05°, N = 154,804) by log-log fits over the sweep; ``--full`` also measures that size at Γ with
-``--full-solvers``, on a folder written already pruned to ``--full-tolerance`` (every pair does not fit 23 GB). k: Γ (real symmetric) and
+(1.05°, N = 154,804) by log-log fits over the sweep; ``--full`` also measures that size at ``--full-k`` with
+``--full-solvers`` (the irrep blocks at Γ only), on a folder written already pruned to ``--full-tolerance`` (every pair does not fit 23 GB). k: Γ (real symmetric) and
 a generic k (complex Hermitian).
 
 Each (size, k, solver) runs the engine's :func:`~aiida_deeph.ml.eigensolvers.shift_invert_eigsh` (what
@@ -33,13 +35,15 @@ in-plane flip that swaps the layers —, one at a time, :mod:`aiida_deeph.ml.sym
 structure pruned to the pairs with max |S| ≥ TOL (``bands --overlap-tolerance``) and reports the eigenvalue error
 that costs against every pair; at the small ``--check-n`` size PARDISO (double, single), 'superlu' (scipy's splu)
 and 'dense' (LAPACK, every eigenvalue), the reference for the eigenvalues. ``--log FILE`` keeps every result (JSON
-lines) and skips what it already holds, so that the sweep can be run a few solvers or k-points at a time. Absolute
+lines) and skips what it already holds, so that the sweep can be run a few solvers or k-points at a time. With the
+same log, ``--workdir DIR`` keeps the written folders for the next run (11,908 atoms take minutes to write). Absolute
 times are from a shared, loaded 2-core box; ratios are taken in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -322,6 +326,7 @@ def main() -> None:
                              "--full-tolerance (written pruned: every pair does not fit 23 GB)")
     parser.add_argument("--full-solvers", nargs="+", default=["symmetry"], choices=SOLVERS)
     parser.add_argument("--full-tolerance", type=float, default=1e-5)
+    parser.add_argument("--full-k", nargs="+", default=["Γ"], choices=["Γ", "k"], help="k-points of --full")
     parser.add_argument("--check-n", type=int, default=4, help="size with SuperLU and dense as references; 0 skips")
     parser.add_argument("--bands", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="MKL/BLAS threads")
@@ -335,6 +340,8 @@ def main() -> None:
     parser.add_argument("--model-h", action="store_true", help="also solve the first sweep size with a model's H")
     parser.add_argument("--max-gb", type=float, default=18.0, help="address-space cap of each solve")
     parser.add_argument("--log", type=Path, help="JSON-lines file of results, reused and extended")
+    parser.add_argument("--workdir", help="keep the written folders here and reuse them (default: a temporary "
+                        "folder, removed at the end)")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
@@ -363,9 +370,10 @@ def main() -> None:
                  if (solver not in ("complex", "ncv", "matching") or (index == 0 and k == "Γ"))
                  and (k == "Γ" or solver.partition("@")[0] not in ("symmetry", "cyclic"))]
     if args.full:
-        plan += [(FULL_N, "Γ", f"{solver}@{args.full_tolerance:g}") for solver in args.full_solvers]
+        plan += [(FULL_N, k, f"{solver}@{args.full_tolerance:g}") for k in args.full_k for solver in args.full_solvers
+                 if k == "Γ" or solver not in ("symmetry", "cyclic")]
     results = {(r["n"], r["k"], r["solver"]): r for r in logged if "solver" in r}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() if args.workdir is None else contextlib.nullcontext(args.workdir) as tmp:
         folders: dict[int, dict] = {r["n"]: r for r in logged if r.get("kind") == "size"}
         def written(n: int) -> str:
             folder = f"{tmp}/tbg_{n}"
@@ -488,12 +496,13 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
             print(f"  {k} {solver:>8}: factor {factor[1]:>6.0f} s [{factor[0]:.2f}] + {solves} solves × "
                   f"{solve[1]:.2f} s [{solve[0]:.2f}] = {factor[1] + solves * solve[1]:>6.0f} s; fill {fill[1]:.2e} "
                   f"[{fill[0]:.2f}]; peak RSS {memory[1]:.1f} GB [{memory[0]:.2f}]")
-        for solver in args.full_solvers if args.full and k == "Γ" else []:
+        for solver in args.full_solvers if args.full and k in args.full_k else []:
             label = f"{solver}@{args.full_tolerance:g}"
             if (FULL_N, k, label) in ok:
                 row = ok[(FULL_N, k, label)]
+                before = "read and fold" if solver in ("symmetry", "cyclic") else "read and assembly"
                 print(f"  {k} {label} measured at {folders[FULL_N]['atoms']:,} atoms: {row['wall_s']:.0f} s "
-                      f"(read and fold {row['assembly_s']:.0f} s before it), peak {row['peak_gb']:.1f} GB")
+                      f"({before} {row['assembly_s']:.0f} s before it), peak {row['peak_gb']:.1f} GB")
 
 
 if __name__ == "__main__":

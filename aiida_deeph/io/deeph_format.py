@@ -110,7 +110,7 @@ class BlockMatrix:
             matrix = cls(**data)
         except ValueError as exc:  # our consistency checks, or numpy's on datasets of the wrong shape
             raise DeepHFormatError(f"{path}: {exc}") from exc
-        if len(matrix.index) != len(matrix):
+        if _has_repeated_rows(matrix.atom_pairs):
             raise DeepHFormatError(f"{path}: an atom pair is listed twice in atom_pairs")
         return matrix
 
@@ -149,7 +149,7 @@ class BlockMatrix:
                      np.concatenate([part.chunk_shapes for part in parts]) if parts else np.zeros((0, 2), np.int64),
                      np.concatenate([[0], np.cumsum(np.concatenate(sizes))]) if parts else np.zeros(1, np.int64),
                      np.concatenate([part.entries for part in parts]) if parts else np.zeros(0))
-        if len(matrix.index) != len(matrix):
+        if _has_repeated_rows(matrix.atom_pairs):
             raise DeepHFormatError(f"{path}: an atom pair is listed twice in atom_pairs")
         return matrix, np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
 
@@ -408,6 +408,14 @@ class DeepHStructure:
         for name, factors in ((hamiltonian_file, {spin}), ("overlap.h5", {1, spin})):  # S may be spin-doubled
             _check_blocks(structure, matrices[name], factors, folder / name)
         return structure
+
+
+def _has_repeated_rows(rows: np.ndarray) -> bool:
+    """Whether a row occurs twice (sorted, not hashed: a dict of 10⁶ pairs takes seconds)."""
+    if len(rows) < 2:
+        return False
+    ordered = rows[np.lexsort(rows.T[::-1])]
+    return bool(np.any(np.all(ordered[1:] == ordered[:-1], axis=1)))
 
 
 def _pair_chunks(npairs: int, nentries: int, entries_per_chunk: int = 1 << 22) -> Iterable[tuple[int, int]]:

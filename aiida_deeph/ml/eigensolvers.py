@@ -16,10 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.special import expit
 
-from .pardiso import Backend, Precision, SparseFactorization, factorize, upper_triangle, uses_pardiso
+from .pardiso import (Backend, Precision, SparseFactorization, factorize, symmetric_product, upper_triangle,
+                      uses_pardiso)
 from .sparse import CHUNK, BlochOperators
 
 BOLTZMANN_EV = 8.617333262e-5  # eV/K
@@ -72,7 +73,8 @@ class ShiftInvert:
     """The eigenpairs of H(k) c = ε S(k) c nearest σ, k-point after k-point.
 
     H − σS is factored once per k (PARDISO, :mod:`.pardiso`); ARPACK then only needs solves with that factor and
-    products with S (H itself is not touched again). Complex Hermitian H (generic k, spin–orbit) goes through
+    products with S (H itself is not touched again), ~2–3 per solve and each about as dear as one: with MKL they
+    run threaded on S's upper triangle (:class:`~.pardiso.SymmetricProduct`). Complex Hermitian H (generic k, spin–orbit) goes through
     ARPACK's complex driver, real symmetric H (Γ) through the symmetric one. Along a band path the ordering and
     symbolic analysis of the first k are reused while the pattern and the dtype stay the same: only the numerical
     factorization is repeated (:meth:`~.pardiso.SparseFactorization.refactor`). ``precision="single"`` halves the
@@ -91,7 +93,8 @@ class ShiftInvert:
         vectors (default 2·num + 1)."""
         self._check(h.shape[0], num)
         self._factor(shifted_matrix(h, s, self.sigma))
-        return self._eigsh(s, num, vectors=vectors, tol=tol, maxiter=maxiter, ncv=ncv)
+        return self._eigsh(symmetric_product(s, self.backend), num, vectors=vectors, tol=tol, maxiter=maxiter,
+                           ncv=ncv)
 
     def at_k(self, operators: BlochOperators, kpoint: np.ndarray, num: int,
              **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -104,17 +107,20 @@ class ShiftInvert:
 
     def taking(self, matrices: list[sp.csr_matrix], num: int,
                **options: object) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """:meth:`__call__` on ``matrices = [H, S]``, taking H out of the list (a call's own arguments would keep
-        it alive to the end): H − σS is written over it, cut to the upper triangle that PARDISO reads (it then
-        factors from those very arrays) and dropped once factored."""
-        h, s = matrices.pop(0), matrices[0]
+        """:meth:`__call__` on ``matrices = [H, S]``, taking both out of the list (a call's own arguments would
+        keep them alive to the end): H − σS is written over H, cut to the upper triangle that PARDISO reads (it then
+        factors from those very arrays) and dropped once factored; the whole S is dropped for the upper triangle
+        of its products before the factorization, the peak of memory, begins."""
+        h, s = matrices.pop(0), matrices.pop(0)
         self._check(h.shape[0], num)
         h = shifted_matrix(h, s, self.sigma, overwrite_h=True)
         if uses_pardiso(self.backend):
             h = upper_triangle(h)  # the whole H − σS goes here, ~2 GB at 10⁴ atoms
+        product = symmetric_product(s, self.backend)
+        del s
         self._factor(h)
         del h
-        return self._eigsh(s, num, **options)
+        return self._eigsh(product, num, **options)
 
     @staticmethod
     def _check(size: int, num: int) -> None:
@@ -128,8 +134,8 @@ class ShiftInvert:
             self.close()
             self.factorization = factorize(shifted, backend=self.backend, precision=self.precision)
 
-    def _eigsh(self, s: sp.spmatrix, num: int, vectors: bool = False, tol: float = 0.0, maxiter: int | None = None,
-               ncv: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def _eigsh(self, s: sp.spmatrix | LinearOperator, num: int, vectors: bool = False, tol: float = 0.0,
+               maxiter: int | None = None, ncv: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         inverse = self.factorization.as_linear_operator()
         start = np.random.default_rng(0).standard_normal(s.shape[0]).astype(inverse.dtype)  # reproducible start
         # in shift-invert mode ARPACK never multiplies by A: the operator stands in for its shape and dtype

@@ -132,13 +132,16 @@ class BlockPattern:
         """X(k) as CSR; float64 when both the entries and the phases are real (e.g. at Γ), else complex128."""
         phase = self.phases(kpoint)
         data = np.empty(self.nnz, dtype=np.result_type(self.entries.dtype, phase.dtype))
+        if phase.dtype.kind == "f" and np.all(phase == 1.0):  # Γ, or a folded matrix: no product to take
+            phase = None
         for layer, groups in enumerate(self.layers):
             for tiles in groups:
                 self._write(data, tiles, phase, add=layer > 0)
         return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
 
-    def _write(self, data: np.ndarray, tiles: _Tiles, phase: np.ndarray, add: bool) -> None:
-        """data[positions of the tiles] (+)= their entries × their pair's phase, a chunk of tiles at a time."""
+    def _write(self, data: np.ndarray, tiles: _Tiles, phase: np.ndarray | None, add: bool) -> None:
+        """data[positions of the tiles] (+)= their entries × their pair's phase (None: 1), a chunk of tiles at a
+        time."""
         rows, cols = np.arange(tiles.rows), np.arange(tiles.cols)
         step = max(1, CHUNK // max(1, tiles.rows * tiles.cols))
         contiguous = tiles.contiguous
@@ -151,7 +154,7 @@ class BlockPattern:
             else:
                 entries = self.entries[tiles.source[part, None, None] + (rows * tiles.stride)[:, None] + cols]
             target = (self.indptr[tiles.first_row[part, None] + rows] + tiles.run_start[part, None])[:, :, None] + cols
-            values = entries * phase[tiles.pair[part], None, None]
+            values = entries if phase is None else entries * phase[tiles.pair[part], None, None]
             if add:
                 data[target] += values
             else:

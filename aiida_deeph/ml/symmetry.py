@@ -315,33 +315,62 @@ class GammaFolding:
 
     def _fold(self, matrix: BlockMatrix, irrep: Irrep, layout: _Layout) -> BlockMatrix:
         """The blocks ``√(s_a / s_b) ω^{−pr} left_a X_aj D^r right_b`` of each pair (a, j = π^r b), summed later
-        by :class:`.BlockPattern` where pairs meet in one block."""
+        by :class:`.BlockPattern` where pairs meet in one block. The pairs of a group share the species, r, the
+        orbit sizes (so the phase) and both factors: one :class:`_Sandwich` each, written into the entries."""
         n = self.rotation.order
         pairs = matrix.atom_pairs
         first, second = pairs[:, 3], pairs[:, 4]
         a, b, r = self.orbit[first], self.orbit[second], self.step[second]
-        phase = _real_if_close(_omega(-irrep.p * r, n) * np.sqrt(self.orbit_size[a] / self.orbit_size[b]))
+        phase = _omega(-irrep.p * r, n) * np.sqrt(self.orbit_size[a] / self.orbit_size[b])
         left_id, right_id = _ids(layout.left), _ids(layout.right)
-        blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (pair indices, their folded blocks)
-        for group in _groups(self.kind[first], self.kind[second], r, left_id[a], right_id[b]):
+        jobs: list[tuple[np.ndarray, _Sandwich]] = []
+        for group in _groups(self.kind[first], self.kind[second], r, self.orbit_size[a], self.orbit_size[b],
+                             left_id[a], right_id[b]):
             pair = group[0]
-            left, right = layout.left[a[pair]], self.powers[self.kind[second[pair]]][r[pair]] @ layout.right[b[pair]]
-            if left.shape[0] == 0 or right.shape[1] == 0:
-                continue
-            for chunk in np.array_split(group, -(-len(group) // FOLD_CHUNK)):  # bounded transients
-                rotated = (_gather_blocks(matrix, chunk) @ right) * phase[chunk, None, None]  # X_aj D^r right
-                folded = np.matmul(left, rotated)
-                blocks.append((chunk, folded.real if layout.real else folded))
-        order = np.concatenate([index for index, _ in blocks]) if blocks else np.zeros(0, np.int64)
-        shapes = np.concatenate([np.repeat([block.shape[1:]], len(block), axis=0) for _, block in blocks]) \
-            if blocks else np.zeros((0, 2), np.int64)
-        boundaries = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])
+            left = layout.left[a[pair]]
+            right = phase[pair] * self.powers[self.kind[second[pair]]][r[pair]] @ layout.right[b[pair]]
+            if left.shape[0] and right.shape[1]:
+                jobs.append((group, _Sandwich(left, right, layout.real)))
         dtype = np.float64 if layout.real else np.complex128
-        entries = np.concatenate([block.reshape(-1) for _, block in blocks]).astype(dtype, copy=False) \
-            if blocks else np.zeros(0, dtype)
+        order = np.concatenate([group for group, _ in jobs]) if jobs else np.zeros(0, np.int64)
+        shapes = np.concatenate([np.repeat([job.shape], len(group), axis=0) for group, job in jobs]) \
+            if jobs else np.zeros((0, 2), np.int64)
+        boundaries = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])
+        entries = np.empty(boundaries[-1], dtype)
+        start = 0
+        for group, job in jobs:
+            for chunk in np.array_split(group, -(-len(group) // FOLD_CHUNK)):  # bounded transients
+                out = entries[start : start + len(chunk) * int(np.prod(job.shape))].reshape(len(chunk), *job.shape)
+                job(_gather_blocks(matrix, chunk), out)
+                start += out.size
         folded_pairs = np.zeros((len(order), 5), dtype=np.int64)
         folded_pairs[:, 3], folded_pairs[:, 4] = layout.block_of[a[order]], layout.block_of[b[order]]
         return BlockMatrix(folded_pairs, shapes, boundaries, entries)
+
+
+class _Sandwich:
+    """left @ X @ right for a stack of real blocks X, or its real part (``real``), in real GEMMs: the stack times
+    [Re right | Im right] at once (one GEMM, not one per block), and the left factor skipped where it is the
+    identity. For a real result, Re(L (M_r + i M_i)) = [Re L | −Im L] [M_r; M_i]: with the flip's x and i x
+    (L = [I; −iI]) that is the identity on the stacked [M_r; M_i]."""
+
+    def __init__(self, left: np.ndarray, right: np.ndarray, real: bool) -> None:
+        self.real, self.width = real, right.shape[1]
+        self.complex_right = bool(np.iscomplexobj(right) and np.any(right.imag))
+        self.right = np.hstack([right.real, right.imag]) if self.complex_right else right.real
+        if real:
+            left = np.hstack([left.real, -left.imag]) if self.complex_right else left.real
+        self.left = None if left.shape[0] == left.shape[1] and np.array_equal(left, np.eye(len(left))) else left
+        self.shape = (len(left), self.width)
+
+    def __call__(self, blocks: np.ndarray, out: np.ndarray) -> None:
+        count, rows, columns = blocks.shape
+        product = (blocks.reshape(count * rows, columns) @ self.right).reshape(count, rows, -1)
+        if self.complex_right:
+            parts = product.reshape(count, rows, 2, self.width)
+            product = parts.transpose(0, 2, 1, 3).reshape(count, 2 * rows, self.width) if self.real \
+                else parts[:, :, 0] + 1j * parts[:, :, 1]
+        out[...] = product if self.left is None else np.matmul(self.left, product)
 
 
 def _flip_invariant(flip: np.ndarray, sign: int) -> np.ndarray:

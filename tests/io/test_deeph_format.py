@@ -58,6 +58,19 @@ def test_truncated_h5_is_a_format_error(mos2_ref, tmp_path):
             BlockMatrix.read(tmp_path / "cut.h5")
 
 
+def test_a_pair_listed_twice_is_a_format_error(mos2_ref, tmp_path):
+    """Both readers (whole, and chunked with pruning) refuse a file that lists one atom pair twice."""
+    overlap = BlockMatrix.read(mos2_ref / "overlap.h5")
+    twice = overlap.subset(np.ones(len(overlap), dtype=bool))
+    twice.atom_pairs[7] = twice.atom_pairs[3]
+    twice.write(tmp_path / "overlap.h5")
+    with pytest.raises(DeepHFormatError, match="listed twice"):
+        BlockMatrix.read(tmp_path / "overlap.h5")
+    with pytest.raises(DeepHFormatError, match="listed twice"):
+        BlockMatrix.read_selected(tmp_path / "overlap.h5", lambda chunk, first: np.ones(len(chunk), dtype=bool))
+    BlockMatrix.read(mos2_ref / "overlap.h5")  # the original has every pair once
+
+
 def test_structure_requires_grouped_elements():
     with pytest.raises(DeepHFormatError, match="grouped"):
         DeepHStructure(np.eye(3) * 5, ["C", "N", "C"], np.zeros((3, 3)), {"C": [0], "N": [0]})

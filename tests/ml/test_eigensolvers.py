@@ -144,13 +144,16 @@ def test_single_precision_refinement_stops_when_it_diverges(operators, caplog):
 @pytest.mark.parametrize("precision", ["double", "single"])
 def test_band_path_reuses_the_analysis_of_its_first_kpoint(operators, precision):
     """Γ (real), then three complex k-points: the complex ones after the first reuse its ordering and symbolic
-    factorization, and every k gets the eigenvalues of a factorization of its own."""
+    factorization, and every k gets the eigenvalues of a factorization of its own. Through ``at_k``, as
+    ``compute_bands`` does: PARDISO gets only the upper triangle of H − σS, and a single factor's refinement must
+    use it as the whole symmetric matrix."""
     path = [np.zeros(3), GENERIC_K, np.array([0.3, 0.1, 0.0]), np.array([0.2, 0.35, 0.0])]
     single = operators["MoS2 3x3x1"]
     with ShiftInvert(-2.0, precision=precision) as solver:
         for kpoint in path:
             hk, sk = single.at_k(kpoint)
-            np.testing.assert_allclose(solver(hk, sk, 8, ncv=40), shift_invert_eigsh(hk, sk, 8, -2.0, ncv=40),
+            np.testing.assert_allclose(solver.at_k(single, kpoint, 8, ncv=40),
+                                       shift_invert_eigsh(hk, sk, 8, -2.0, ncv=40),
                                        rtol=0, atol=1e-9)
         assert solver.reused == 2 and solver.factorization.analysis_seconds > 0
         hk, sk = operators["MoS2"].at_k(GENERIC_K)  # another pattern: factored anew
@@ -188,29 +191,51 @@ def test_shifted_matrix_reuses_a_shared_layout(operators):
 
 
 @pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
-def test_taking_frees_h_before_pardiso_factors(operators, monkeypatch):
-    """ShiftInvert.taking: by the time PARDISO factors, the H handed over is gone (only the upper triangle of
-    H − σS is left, which PARDISO reads in place) — at 10⁴ atoms that is GBs off the peak."""
+def test_taking_frees_h_and_s_before_pardiso_factors(operators, monkeypatch):
+    """ShiftInvert.taking: by the time PARDISO factors, the H and S handed over are gone (only the upper triangles
+    of H − σS, which PARDISO reads in place, and of S, for ARPACK's products, are left) — at 10⁴ atoms that is GBs
+    off the peak."""
     import weakref
 
     import aiida_deeph.ml.eigensolvers as eigensolvers
 
     h, s = operators["MoS2 3x3x1"].at_k(GENERIC_K)
     expected = shift_invert_eigsh(h.copy(), s, 6, 1.0)
-    handed = weakref.ref(h)
+    handed, nnz = (weakref.ref(h), weakref.ref(s)), s.nnz
     seen = []
     factorize = eigensolvers.factorize
 
     def watched(matrix, **kwargs):
-        seen.append((handed() is None, matrix.nnz < s.nnz))
+        seen.append((handed[0]() is None, handed[1]() is None, matrix.nnz < nnz))
         return factorize(matrix, **kwargs)
 
     monkeypatch.setattr(eigensolvers, "factorize", watched)
     matrices = [h, s]
-    del h
+    del h, s
     with ShiftInvert(1.0) as solver:
         np.testing.assert_allclose(solver.taking(matrices, 6), expected, atol=1e-10)
-    assert seen == [(True, True)] and matrices == [s]
+    assert seen == [(True, True, True)] and matrices == []
+
+
+@pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
+def test_symmetric_product_reads_the_upper_triangle_only(operators):
+    """MKL's product with a real symmetric (Γ) or complex Hermitian (generic k) S from its upper triangle equals
+    scipy's with the whole S, for real and complex vectors; the lower triangle is not read."""
+    from aiida_deeph.ml.pardiso import SymmetricProduct
+
+    rng = np.random.default_rng(1)
+    for kpoint in (np.zeros(3), GENERIC_K):
+        _, s = operators["MoS2 3x3x1"].at_k(kpoint)
+        product = SymmetricProduct(s, mkl_runtime())
+        real, imaginary = rng.standard_normal((2, s.shape[0]))
+        for vector in (real, real + 1j * imaginary):
+            np.testing.assert_allclose(product.matvec(vector), s @ vector, atol=1e-12)
+        garbled = s.copy()
+        lower = sp.tril(garbled, k=-1, format="csr")
+        garbled = garbled - lower + 7.0 * lower  # a different lower triangle: the same product
+        np.testing.assert_allclose(SymmetricProduct(garbled, mkl_runtime()).matvec(np.ones(s.shape[0])),
+                                   s @ np.ones(s.shape[0]), atol=1e-12)
+        product.close()
 
 
 def test_upper_triangle_stores_every_diagonal_entry(operators):
