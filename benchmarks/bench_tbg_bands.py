@@ -72,6 +72,7 @@ SOLVERS = {  # name: shift_invert_eigsh keywords (None: dense)
     "superlu": {"backend": "superlu"},
     "dense": None,
 }
+BLOCK_SOLVERS = ("symmetry", "cyclic")  # Γ in irrep blocks (D3, C3)
 
 
 def huckel(overlap):
@@ -164,7 +165,7 @@ def solve_job(folder: str, kpoint: list[float], solver: str, bands: int, sigma: 
     start = time.perf_counter()
     structure = DeepHStructure.read(folder, overlap_tolerance=float(tolerance) if tolerance else None)
     kpoint = np.array(kpoint)
-    if solver in ("symmetry", "cyclic"):
+    if solver in BLOCK_SOLVERS:
         from aiida_deeph.ml.symmetry import GammaFolding
 
         if np.any(kpoint):
@@ -368,10 +369,10 @@ def main() -> None:
     for index, n in enumerate(args.n):
         plan += [(n, k, solver) for k in args.k for solver in sweep_solvers(args)
                  if (solver not in ("complex", "ncv", "matching") or (index == 0 and k == "Γ"))
-                 and (k == "Γ" or solver.partition("@")[0] not in ("symmetry", "cyclic"))]
+                 and (k == "Γ" or solver.partition("@")[0] not in BLOCK_SOLVERS)]
     if args.full:
         plan += [(FULL_N, k, f"{solver}@{args.full_tolerance:g}") for k in args.full_k for solver in args.full_solvers
-                 if k == "Γ" or solver not in ("symmetry", "cyclic")]
+                 if k == "Γ" or solver not in BLOCK_SOLVERS]
     results = {(r["n"], r["k"], r["solver"]): r for r in logged if "solver" in r}
     with tempfile.TemporaryDirectory() if args.workdir is None else contextlib.nullcontext(args.workdir) as tmp:
         folders: dict[int, dict] = {r["n"]: r for r in logged if r.get("kind") == "size"}
@@ -450,7 +451,7 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
     for n in (args.check_n, *sweep):
         for k in ("Γ", "k"):
             for pruned in ("", *(f"@{tolerance:g}" for tolerance in {*args.tolerances, args.full_tolerance})):
-                pairs += [(n, k, f"symmetry{pruned}", f"pardiso{pruned}", "irrep blocks / the whole matrix"),
+                pairs += [(n, k, f"symmetry{pruned}", f"pardiso{pruned}", "D3 blocks / the whole matrix"),
                           (n, k, f"cyclic{pruned}", f"pardiso{pruned}", "C3 blocks / the whole matrix"),
                           (n, k, f"symmetry{pruned}", f"cyclic{pruned}", "D3 blocks / C3 blocks")]
             pairs += [(n, k, "separate", "pardiso", "H(k), H − σS kept beside the factor / not"),
@@ -485,7 +486,7 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
     for k in ("Γ", "k"):
         for solver in sweep_solvers(args):
             rows = [ok.get((n, k, solver)) for n in fitted]
-            if any(row is None for row in rows):
+            if any(row is None or not row["solves"] for row in rows):  # small blocks are solved densely
                 continue
             atoms = [folders[n]["atoms"] for n in fitted]
             factor = fit(atoms, [r["factor_s"] for r in rows], target)
@@ -500,7 +501,7 @@ def summarize(args: argparse.Namespace, sweep: list[int], folders: dict, results
             label = f"{solver}@{args.full_tolerance:g}"
             if (FULL_N, k, label) in ok:
                 row = ok[(FULL_N, k, label)]
-                before = "read and fold" if solver in ("symmetry", "cyclic") else "read and assembly"
+                before = "read and fold" if solver in BLOCK_SOLVERS else "read and assembly"
                 print(f"  {k} {label} measured at {folders[FULL_N]['atoms']:,} atoms: {row['wall_s']:.0f} s "
                       f"({before} {row['assembly_s']:.0f} s before it), peak {row['peak_gb']:.1f} GB")
 

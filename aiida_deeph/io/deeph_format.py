@@ -410,12 +410,15 @@ class DeepHStructure:
         return structure
 
 
+def _row_keys(rows: np.ndarray) -> np.ndarray:
+    """One opaque scalar per row of a (P, 5) integer array, equal for equal rows, that numpy sorts and compares
+    (a Python set of 10⁶ tuples takes seconds)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+
+
 def _has_repeated_rows(rows: np.ndarray) -> bool:
-    """Whether a row occurs twice (sorted, not hashed: a dict of 10⁶ pairs takes seconds)."""
-    if len(rows) < 2:
-        return False
-    ordered = rows[np.lexsort(rows.T[::-1])]
-    return bool(np.any(np.all(ordered[1:] == ordered[:-1], axis=1)))
+    return len(np.unique(_row_keys(rows))) != len(rows)
 
 
 def _pair_chunks(npairs: int, nentries: int, entries_per_chunk: int = 1 << 22) -> Iterable[tuple[int, int]]:
@@ -447,8 +450,7 @@ def _read_pruned(folder: Path, hamiltonian_file: str, overlap_tolerance: float) 
 
 def _listed_in(pairs: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """Mask of the rows of ``pairs`` that are rows of ``kept`` (both (P, 5) atom_pairs)."""
-    kept_set = {tuple(int(x) for x in row) for row in kept}
-    return np.array([tuple(int(x) for x in row) in kept_set for row in pairs], dtype=bool)
+    return np.isin(_row_keys(pairs), _row_keys(kept))
 
 
 def _check_tolerance(overlap_tolerance: float) -> None:

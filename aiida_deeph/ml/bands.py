@@ -122,7 +122,8 @@ def compute_bands(
     :data:`DENSE_LIMIT` orbitals. ``sigma`` defaults to the structure's Fermi level. ``ill_threshold`` (dense only)
     drops S(k) eigenvectors below it. ``symmetry`` (sparse solver): Γ is solved in the irrep blocks of the cell's
     highest-order rotation and, when there is one, the 2-fold flip that inverts it (:mod:`.symmetry`; twisted
-    bilayers, D3: real blocks of N/6, N/6 and N/3 rows), an error when the cell has no rotation. With ``output_dir`` the result is also written there as ``band.h5``.
+    bilayers, D3: real blocks of N/6, N/6 and N/3 rows), an error when the cell has no rotation. With
+    ``output_dir`` the result is also written there as ``band.h5``.
     """
     operators = BlochOperators(structure)
     if kpath is None:

@@ -74,8 +74,8 @@ class ShiftInvert:
 
     H − σS is factored once per k (PARDISO, :mod:`.pardiso`); ARPACK then only needs solves with that factor and
     products with S (H itself is not touched again), ~2–3 per solve and each about as dear as one: with MKL they
-    run threaded on S's upper triangle (:class:`~.pardiso.SymmetricProduct`). Complex Hermitian H (generic k, spin–orbit) goes through
-    ARPACK's complex driver, real symmetric H (Γ) through the symmetric one. Along a band path the ordering and
+    run threaded on S's upper triangle (:class:`~.pardiso.SymmetricProduct`). Complex Hermitian H (generic k,
+    spin–orbit) goes through ARPACK's complex driver, real symmetric H (Γ) through the symmetric one. Along a band path the ordering and
     symbolic analysis of the first k are reused while the pattern and the dtype stay the same: only the numerical
     factorization is repeated (:meth:`~.pardiso.SparseFactorization.refactor`). ``precision="single"`` halves the
     factor's memory (PARDISO), each solve refined towards a double's accuracy. A context manager: the factor is

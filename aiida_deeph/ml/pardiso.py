@@ -227,10 +227,10 @@ class PardisoFactorization(SparseFactorization):
         single = precision == "single"
         # PARDISO reads a, b and x in the factor's precision; solves take and return the matrix's own
         self._factor_dtype = np.dtype((np.complex64 if complex_ else np.float32) if single else self.dtype)
-        # the double matrix, for the residuals of the refinement, as a symmetric product: the caller may hand over
-        # the upper triangle alone (ShiftInvert.taking), and then its arrays are shared, not copied
-        self._refine_with = SymmetricProduct(matrix, library) if single else None
         upper = upper_triangle(sp.csr_matrix(matrix, dtype=self.dtype))
+        # the double matrix, for the residuals of the refinement: a symmetric product on the same upper triangle
+        # (the caller may hand over only that, ShiftInvert.taking), its arrays shared
+        self._refine_with = SymmetricProduct(upper, library) if single else None
         if upper.nnz >= np.iinfo(np.int32).max:
             raise ValueError(f"{upper.nnz} nonzeros exceed PARDISO's 32-bit (LP64) interface")
         # PARDISO reads the matrix again at every solve: keep it alive with the handle (no copies of int32 indices)
@@ -386,7 +386,6 @@ class SymmetricProduct:
                         np.asarray(upper.indices, dtype=np.int32))
         del upper
         data, indptr, indices = self._arrays
-        self._library = library
         self._descriptor = _Descriptor(22 if complex_ else 21, 41, 50)
         self._multiply = library.mkl_sparse_z_mv if complex_ else library.mkl_sparse_d_mv
         self._one, self._zero = (_Complex(1.0, 0.0), _Complex(0.0, 0.0)) if complex_ else (1.0, 0.0)

@@ -208,8 +208,7 @@ class GammaFolding:
         self.orbit, self.step, self.orbit_size, self.representatives = _orbits(rotation.permutation)
         # each species' orbital rotation D and its powers D^r, r = 0..n−1, and the flip's D_h
         shells = structure.elements_orbital_map
-        elements = np.unique(structure.species)
-        self.kind = np.unique(np.asarray(structure.species), return_inverse=True)[1]
+        elements, self.kind = np.unique(np.asarray(structure.species), return_inverse=True)
         self.powers = [_powers(_orbital_rotation64(shells[element], rotation.matrix), rotation.order)
                        for element in elements]
         orbits = np.arange(len(self.representatives))
