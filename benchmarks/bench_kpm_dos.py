@@ -1,13 +1,20 @@
 """Benchmark (not a test): the KPM density of states of twisted bilayer graphene in the 13-orbital DZVP basis.
 
-    python benchmarks/bench_kpm_dos.py [--n 10 13 18] [--full] [--moments 64] [--target-moments 512]
-                                       [--vectors 16] [--threads 2] [--max-gb 18]
+    python benchmarks/bench_kpm_dos.py [--n 10 13 18] [--full [--full-tolerance 1e-5]] [--moments 64]
+                                       [--target-moments 512] [--vectors R] [--threads 2] [--max-gb 18]
+                                       [--variants paired plain no-S symmetry] [--workdir DIR]
 
 The matrices are those of ``bench_tbg_bands.py`` (exact DZVP overlap, extended-Hückel H on its pairs, Γ). Each size
 runs the engine's :func:`~aiida_deeph.ml.bands.compute_dos` (``method='kpm'``: S's Cholesky factor, 40 Lanczos steps
-for the spectral bounds, then the Chebyshev moments of S⁻¹H with ``--vectors`` random vectors in one block) in a
-fresh subprocess, twice: with the moments two per product with S⁻¹H (the engine's) and one per product (as before),
-and once for the DOS of H alone (no S, an orthogonal-basis approximation) as a reference. The cost is linear in the
+for the spectral bounds, then the Chebyshev moments of S⁻¹H with ``--vectors`` random vectors in one block, by
+default the engine's :func:`~aiida_deeph.ml.dos.probe_count`) in a fresh subprocess, for each ``--variants``: the
+moments two per product with S⁻¹H (``paired``, the engine's) or one per product (``plain``, as before), the DOS of
+H alone (``no-S``, an orthogonal-basis approximation) as a reference, and ``symmetry``: the paired moments on Γ's
+D3 irrep blocks one at a time (``compute_dos(symmetry=True)``). ``--full`` adds 11,908 atoms (1.05°), written
+pruned to ``--full-tolerance`` (the whole S's factor does not fit 23 GB there); ``--workdir DIR`` keeps the written
+folders (``tbg_N``, as ``bench_tbg_bands.py --workdir`` names them) for the next run. Each row also gives the
+spectral half-width of S⁻¹H, the resolution that ``--target-moments`` reach over it, and the moments that 0.1 eV
+would take (:func:`~aiida_deeph.ml.dos.moments_for`). The cost is linear in the
 number of moments, so ``--moments`` are run and the time of ``--target-moments`` (compute_dos' default, 512) is
 extrapolated; then everything to 11,908 atoms (1.05°) by log-log fits over the sizes. Absolute times are from a
 shared, loaded 2-core box; the ratios are measured side by side.
@@ -16,6 +23,7 @@ shared, loaded 2-core box; the ratios are measured side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -26,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from aiida_deeph.ml.dos import moments_for
 from bench_tbg_bands import FULL_N, tbg
 
-VARIANTS = ("paired", "plain", "no-S")
+VARIANTS = ("paired", "plain", "no-S", "symmetry")
 
 
-def job(folder: str, variant: str, moments: int, vectors: int, threads: int, max_gb: float) -> dict:
+def job(folder: str, variant: str, moments: int, vectors: int | None, threads: int, max_gb: float) -> dict:
     """compute_dos(method='kpm') in this process with its stages timed."""
     resource.setrlimit(resource.RLIMIT_AS, (int(max_gb * 2**30),) * 2)
     from threadpoolctl import threadpool_limits
@@ -49,10 +58,11 @@ def job(folder: str, variant: str, moments: int, vectors: int, threads: int, max
     if variant == "no-S":
         without_overlap(dos)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = compute_dos(structure, method="kpm", num_moments=moments, num_vectors=vectors)
+    result = compute_dos(structure, method="kpm", num_moments=moments, num_vectors=vectors,
+                         symmetry=variant == "symmetry")
     return {**stats, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "N": structure.norbitals,
-            "dos_max": float(result.dos.max())}
+            "half_width_eV": result.resolution_eV * moments / np.pi}
 
 
 def plain_moments(dos):
@@ -112,8 +122,10 @@ def timed(function, stats: dict, key: str):
     return wrapper
 
 
-def write(n: int, folder: str) -> dict:
+def write(n: int, folder: str, tolerance: float | None) -> dict:
     structure = tbg(n)
+    if tolerance:
+        structure = structure.pruned(tolerance)
     structure.write(folder)
     return {"atoms": len(structure.species), "nnz_blocks": int(len(structure.overlap.entries))}
 
@@ -132,9 +144,13 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help=f"add n = {FULL_N} (11,908 atoms)")
     parser.add_argument("--moments", type=int, default=64, help="moments run")
     parser.add_argument("--target-moments", type=int, default=512, help="moments the time is scaled to")
-    parser.add_argument("--vectors", type=int, default=16)
+    parser.add_argument("--vectors", type=int, help="random vectors (default: the engine's probe_count)")
+    parser.add_argument("--full-tolerance", type=float, default=1e-5)
+    parser.add_argument("--workdir", help="keep the written folders here and reuse them")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--full-variants", nargs="+", default=["symmetry"], choices=VARIANTS,
+                        help="variants at 11,908 atoms")
     parser.add_argument("--max-gb", type=float, default=18.0)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,18 +159,23 @@ def main() -> None:
         print(json.dumps({"write": write, "dos": job}[spec.pop("kind")](**spec)))
         return
     print(f"KPM DOS of S⁻¹H at Γ, TBG in DZVP (13 orbitals per C), {args.moments} moments run (time scaled to "
-          f"{args.target_moments}), {args.vectors} random vectors, {args.threads} thread(s).\nShared, loaded 2-core "
+          f"{args.target_moments}), {args.vectors or 'probe_count(N)'} random vectors, {args.threads} thread(s).\nShared, loaded 2-core "
           "box: absolute seconds are inflated; ratios come from the same run.")
     print(f"{'atoms':>7} {'N':>8} {'variant':>7} {'S chol s':>8} {'S⁻¹X':>5} {'solve s':>8} {'moments s':>9} "
-          f"{'run s':>7} {'cpu s':>7} {f'{args.target_moments} mom. s':>11} {'peak GB':>7}")
+          f"{'run s':>7} {'cpu s':>7} {f'{args.target_moments} mom. s':>11} {'peak GB':>7} {'half-width eV':>13} "
+          f"{f'res. at {args.target_moments}':>11} {'mom. for 0.1 eV':>15}")
     sizes = args.n + ([FULL_N] if args.full else [])
     rows: dict[tuple[int, str], dict] = {}
     atoms: dict[int, int] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() if args.workdir is None else contextlib.nullcontext(args.workdir) as tmp:
         for n in sizes:
             folder = f"{tmp}/tbg_{n}"
-            atoms[n] = run("write", n=n, folder=folder)["atoms"]
-            for variant in args.variants:
+            if Path(folder).is_dir():
+                atoms[n] = json.loads(Path(folder, "info.json").read_text())["atoms_quantity"]
+            else:
+                atoms[n] = run("write", n=n, folder=folder,
+                               tolerance=args.full_tolerance if n == FULL_N else None)["atoms"]
+            for variant in args.full_variants if n == FULL_N else args.variants:
                 row = run("dos", folder=folder, variant=variant, moments=args.moments, vectors=args.vectors,
                           threads=args.threads, max_gb=args.max_gb)
                 rows[n, variant] = row
@@ -173,7 +194,9 @@ def print_row(atoms: int, variant: str, row: dict, args: argparse.Namespace) -> 
         return
     print(f"{atoms:>7,} {row['N']:>8,} {variant:>7} {row['factor_s']:>8.1f} {row['block_solves']:>5} "
           f"{row['solve_s']:>8.1f} {row['moments_s']:>9.1f} {row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} "
-          f"{scaled_time(row, args):>11.0f} {row['peak_gb']:>7.2f}", flush=True)
+          f"{scaled_time(row, args):>11.0f} {row['peak_gb']:>7.2f} {row['half_width_eV']:>13.1f} "
+          f"{np.pi * row['half_width_eV'] / args.target_moments:>9.2f} eV {moments_for(0.1, row['half_width_eV']):>15,}",
+          flush=True)
 
 
 def summarize(rows: dict, atoms: dict, sizes: list[int], args: argparse.Namespace) -> None:
@@ -181,7 +204,7 @@ def summarize(rows: dict, atoms: dict, sizes: list[int], args: argparse.Namespac
     print(f"\nA vs B ({args.target_moments} moments)")
     for n in sizes:
         for a, b, label in (("plain", "paired", "one product per moment / two"),
-                            ("paired", "no-S", "S⁻¹H / H alone")):
+                            ("paired", "no-S", "S⁻¹H / H alone"), ("paired", "symmetry", "whole / D3 blocks")):
             if (n, a) in ok and (n, b) in ok:
                 ratio = scaled_time(ok[n, a], args) / scaled_time(ok[n, b], args)
                 loops = ok[n, a]["moments_s"] / ok[n, b]["moments_s"]

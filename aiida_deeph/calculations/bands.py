@@ -48,8 +48,8 @@ class BandsCalculation(MLCalculation):
     states (``dos`` XyData, ``dos_plot``). ``parameters``: ``npoints``, ``num_bands`` and ``sigma`` (eV; the window
     nearest σ for large cells), ``solver`` (auto|dense|sparse), ``overlap_tolerance`` (drop atom pairs whose
     overlap stays below it, for bands and DOS of large cells), ``symmetry`` (solve Γ in the irrep blocks of the
-    cell's rotation, sparse solver), ``dos``, ``kmesh``, ``width``, ``method``
-    (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same structure) its bands are overlaid on
+    cell's rotation: sparse bands, KPM DOS), ``dos``, ``kmesh``, ``width`` (the Gaussians' std, or the KPM's
+    resolution), ``method`` (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same structure) its bands are overlaid on
     the plot and ``output_parameters`` gets the H and band errors (bands within ±``window`` eV, default 2, of the
     DFT Fermi level)."""
 
@@ -86,6 +86,8 @@ class BandsCalculation(MLCalculation):
         if params.get("dos"):
             dos = ["dos", STRUCTURE, "--out", BANDS, "--plot", "--kmesh", *(str(n) for n in params.get("kmesh", (1, 1, 1)))]
             dos += [arg for key in DOS_OPTIONS if key in params for arg in (f"--{key.replace('_', '-')}", str(params[key]))]
+            if params.get("symmetry"):
+                dos.append("--symmetry")
             codeinfos.append(self.codeinfo(dos))
             retrieve += [f"{BANDS}/dos.h5", f"{BANDS}/dos.png"]
         return self.calcinfo(codeinfos, copies, retrieve=retrieve)

@@ -10,6 +10,7 @@
           [--overlap-tolerance TOL] [--symmetry]
           [--reference DFT_FOLDER [--window EV]]         # errors against DFT in validation.json
     dos FOLDER [--out DIR] [--kmesh N N N] [--width EV] [--method auto|gaussian|kpm] [--plot]
+        [--overlap-tolerance TOL] [--symmetry]
     overlap --structure POSCAR --basis NAME|ELEMENT=NAME... --out DIR [--electrons N]   # analytic S(R), no SCF
 
 ``SRC`` is a DeepH, OpenMX or ABACUS structure folder, or a folder of them. Flags of ``infer`` override the
@@ -86,7 +87,8 @@ def _bands(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    structure = with_fermi_from_occupation(DeepHStructure.read(args.folder, overlap_tolerance=args.overlap_tolerance))
+    structure = with_fermi_from_occupation(DeepHStructure.read(args.folder, overlap_tolerance=args.overlap_tolerance),
+                                           symmetry=args.symmetry)
     result = compute_bands(structure, npoints=args.npoints, num_bands=args.num_bands,
                            solver=args.solver, sigma=args.sigma, output_dir=out, symmetry=args.symmetry)
     reference = None
@@ -120,10 +122,11 @@ def _dos(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     structure = DeepHStructure.read(args.folder, overlap_tolerance=args.overlap_tolerance)
     result = compute_dos(structure, kmesh=tuple(args.kmesh), method=args.method,
-                         width=args.width, output_dir=out)
+                         width=args.width, output_dir=out, symmetry=args.symmetry)
     if args.plot:
         plot_dos(result, out / "dos.png")
-    print(f"{out / 'dos.h5'}: {result.method} DOS, Fermi level {result.fermi_energy_eV:.4f} eV")
+    print(f"{out / 'dos.h5'}: {result.method} DOS, Fermi level {result.fermi_energy_eV:.4f} eV, resolution "
+          f"{result.resolution_eV:.3g} eV")
     return EXIT_OK
 
 
@@ -220,9 +223,12 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("folder")
     command.add_argument("--out", help="output folder (default: the structure folder)")
     command.add_argument("--kmesh", nargs=3, type=int, default=(1, 1, 1))
-    command.add_argument("--width", type=float, default=0.1, help="eV, Gaussian broadening")
+    command.add_argument("--width", type=float, default=0.1,
+                         help="eV, the broadening (std): Gaussian, or the KPM's resolution (sets its moments)")
     command.add_argument("--method", choices=("auto", "gaussian", "kpm"), default="auto")
     add_overlap_tolerance(command)
+    command.add_argument("--symmetry", action="store_true",
+                         help="KPM: run Γ on the irrep blocks of the cell's rotation and flip, one at a time")
     command.add_argument("--plot", action="store_true", help="also write dos.png")
     command.set_defaults(run=_dos)
 

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from ..io.atomic_write import atomic_path
 from ..io.deeph_format import DeepHStructure
-from .dos import gaussian_dos, kpm_expansion
+from .dos import KPMSum, gaussian_dos, kpm_expansion, probe_count
 from .eigensolvers import ShiftInvert, dense_eigh, fermi_level, nearest
 from .kpath import KPath, standard_kpath
 from .pardiso import Backend
@@ -33,6 +33,7 @@ Solver = Literal["auto", "dense", "sparse"]
 DENSE_LIMIT = 3000  # matrix size up to which 'auto' diagonalises densely (every band, O(N³)), not around σ
 FERMI_TOLERANCE = 1e-3  # eV: a state this close above E_F still counts as occupied (E_F placed at the VBM)
 METAL_GAP = 1e-2  # eV: with a window of bands (no band indices) a smaller gap is read as a metal
+FERMI_MOMENTS = 512  # KPM moments for a large cell's Fermi level from its electron count (a smooth IDOS)
 
 
 # --- bands -------------------------------------------------------------------------------------------------------
@@ -227,6 +228,7 @@ class DosResult:
     integrated: np.ndarray  # states below each energy
     fermi_energy_eV: float
     method: str  # 'gaussian' or 'kpm'
+    resolution_eV: float  # std of the broadening: the Gaussians' width, or the KPM's coarsest (may exceed width)
 
     def write(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -234,7 +236,7 @@ class DosResult:
             with h5py.File(tmp, "w") as handle:
                 for key, value in (("energies_eV", self.energies), ("dos", self.dos),
                                    ("integrated_dos", self.integrated), ("fermi_energy_eV", self.fermi_energy_eV),
-                                   ("method", self.method)):
+                                   ("method", self.method), ("resolution_eV", self.resolution_eV)):
                     handle.create_dataset(key, data=value)
         return path
 
@@ -250,52 +252,73 @@ def compute_dos(
     energies: np.ndarray | None = None,
     method: Literal["auto", "gaussian", "kpm"] = "auto",
     width: float = 0.1,
-    num_moments: int = 512,
-    num_vectors: int = 16,
+    num_moments: int | None = None,
+    num_vectors: int | None = None,
     temperature: float = 0.0,
     seed: int = 0,
     output_dir: str | os.PathLike | None = None,
     backend: Backend = "auto",
+    symmetry: bool = False,
 ) -> DosResult:
     """DOS on a Γ-centred ``kmesh``: eigenvalues broadened by Gaussians of std ``width`` eV, or the KPM.
 
-    The KPM resolution is ≈ π·(spectral half-width)/``num_moments`` rather than ``width``. When the structure
-    knows its electron count (``occupation``) the Fermi level is recomputed from it (eigenvalues: step or
-    Fermi–Dirac at ``temperature`` K; KPM: where the integrated DOS holds the electrons); otherwise the
-    structure's own Fermi level is kept. ``output_dir`` also writes ``dos.h5`` there.
+    The KPM takes as many moments as its Jackson broadening needs to reach ``width`` at the centre of the spectrum
+    (:func:`~.dos.moments_for`, at most :data:`~.dos.MAX_MOMENTS`; ``num_moments`` fixes the count instead) and
+    :func:`~.dos.probe_count` random vectors unless ``num_vectors`` is given; ``result.resolution_eV`` is what it
+    reached. ``symmetry``: the KPM at Γ runs on the irrep blocks of the cell's rotation (and flip) one at a time,
+    each weighted by its irrep's dimension, as the bands do (:mod:`.symmetry`). When the structure knows its
+    electron count (``occupation``) the Fermi level is recomputed from it (eigenvalues: step or Fermi–Dirac at
+    ``temperature`` K; KPM: where the integrated DOS holds the electrons); otherwise the structure's own Fermi
+    level is kept. ``output_dir`` also writes ``dos.h5`` there.
     """
-    operators = BlochOperators(structure)
     kpoints = monkhorst_pack(kmesh)
-    method = ("gaussian" if operators.size <= DENSE_LIMIT else "kpm") if method == "auto" else method
-    spin_degeneracy = 1 if operators.spinful else 2
+    spin = 2 if structure.spinful else 1
+    method = ("gaussian" if spin * structure.norbitals <= DENSE_LIMIT else "kpm") if method == "auto" else method
+    spin_degeneracy = 1 if structure.spinful else 2
     fermi = structure.fermi_energy_eV
     if method == "gaussian":
+        operators = BlochOperators(structure)
         eigenvalues = np.array([dense_eigh(*operators.at_k(k)) for k in kpoints])
         if energies is None:
             energies = np.linspace(eigenvalues.min() - 5 * width, eigenvalues.max() + 5 * width, 4001)
         dos, integrated = gaussian_dos(eigenvalues, energies, width)
+        resolution = width
         if structure.occupation is not None:
             fermi = fermi_level(eigenvalues, structure.occupation, temperature=temperature,
                                 spin_degeneracy=spin_degeneracy)
     elif method == "kpm":
-        expansions = [kpm_expansion(*operators.at_k(k), num_moments=num_moments, num_vectors=num_vectors,
-                                    seed=seed, backend=backend) for k in kpoints]
+        # the blocks get the whole cell's vectors (probe_count: the noise of their sum)
+        num_vectors = probe_count(spin * structure.norbitals) if num_vectors is None else num_vectors
+        options = dict(resolution=width, num_moments=num_moments, num_vectors=num_vectors, seed=seed, backend=backend)
+        folding = GammaFolding(structure) if symmetry and any(_is_gamma(k) for k in kpoints) else None
+        # only Γ, in blocks: the whole cell's CSR layout (GBs at 10⁴ atoms) is never built
+        operators = None if folding is not None and all(_is_gamma(k) for k in kpoints) else BlochOperators(structure)
+        expansions = [_kpm_at(operators, folding, k, options) for k in kpoints]
         if energies is None:
-            low = min(e.center - e.half_width for e in expansions)
-            high = max(e.center + e.half_width for e in expansions)
-            energies = np.linspace(low, high, 8 * num_moments + 1)
+            low, high = min(e.bounds[0] for e in expansions), max(e.bounds[1] for e in expansions)
+            energies = np.linspace(low, high, 8 * max(e.num_moments for e in expansions) + 1)
         dos = np.mean([e.dos(energies) for e in expansions], axis=0)
         integrated = np.mean([e.integrated(energies) for e in expansions], axis=0)
+        resolution = max(e.resolution for e in expansions)
         if structure.occupation is not None:
             # the stochastic IDOS may wiggle by a hair: make it monotone before inverting it
             fermi = float(np.interp(structure.occupation / spin_degeneracy, np.maximum.accumulate(integrated),
                                     energies))
     else:
         raise ValueError(f"method must be 'auto', 'gaussian' or 'kpm', not {method!r}")
-    result = DosResult(np.asarray(energies, dtype=float), dos, integrated, float(fermi), method)
+    result = DosResult(np.asarray(energies, dtype=float), dos, integrated, float(fermi), method, float(resolution))
     if output_dir is not None:
         result.write(Path(output_dir) / "dos.h5")
     return result
+
+
+def _kpm_at(operators: BlochOperators | None, folding: GammaFolding | None, kpoint: np.ndarray,
+            options: dict) -> KPMSum:
+    """The KPM at one k-point: at Γ with ``folding`` block by block (one factor of S at a time), else whole."""
+    if folding is not None and _is_gamma(kpoint):
+        return KPMSum(tuple((folding.degeneracy(p), kpm_expansion(*folding.matrices(p), **options))
+                            for p in folding.irreps))
+    return KPMSum(((1, kpm_expansion(*operators.at_k(kpoint), **options)),))
 
 
 def plot_dos(result: DosResult, path: str | os.PathLike, window: tuple[float, float] = (-6.0, 6.0)) -> Path:
@@ -323,10 +346,12 @@ def fermi_mesh(structure: DeepHStructure, spacing: float = FERMI_KSPACING) -> tu
                  for b, periodic in zip(reciprocal, crossed))
 
 
-def with_fermi_from_occupation(structure: DeepHStructure) -> DeepHStructure:
+def with_fermi_from_occupation(structure: DeepHStructure, symmetry: bool = False) -> DeepHStructure:
     """``structure`` with its Fermi level from its electron count (``occupation``) when it has one — a prediction
-    on an overlap that knew the electrons —, else unchanged (a DFT structure keeps the code's own E_F)."""
+    on an overlap that knew the electrons —, else unchanged (a DFT structure keeps the code's own E_F).
+    ``symmetry``: a large cell's KPM runs Γ in its irrep blocks (:func:`compute_dos`)."""
     if structure.occupation is None:
         return structure
-    fermi = compute_dos(structure, kmesh=fermi_mesh(structure)).fermi_energy_eV
+    fermi = compute_dos(structure, kmesh=fermi_mesh(structure), num_moments=FERMI_MOMENTS,
+                        symmetry=symmetry).fermi_energy_eV
     return replace(structure, fermi_energy_eV=float(fermi))

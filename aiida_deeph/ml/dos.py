@@ -21,6 +21,8 @@ from .pardiso import Backend, factorize
 
 logger = logging.getLogger(__name__)
 LANCZOS_STEPS = 40  # on the MoS2 tests the extreme Ritz values then sit within 1e-8 eV of the spectrum edges
+PROBED_STATES = 1 << 18  # random vectors × states: the trace estimate's relative error is ≈ 1/√(R·N), 0.2 %
+MAX_MOMENTS = 4096  # a resolution asking for more is coarsened to this many, with a warning
 
 
 def gaussian_dos(
@@ -116,6 +118,25 @@ def jackson_kernel(num_moments: int) -> np.ndarray:
     return ((num_moments - n + 1) * np.cos(q * n) + np.sin(q * n) / np.tan(q)) / (num_moments + 1)
 
 
+def probe_count(size: int, limit: int = 64) -> int:
+    """Random vectors for the trace over ``size`` states, R·N ≈ :data:`PROBED_STATES`: 16 at 17k rows, 2 at 155k.
+
+    The estimate's noise falls as 1/√(R·N) (Weiße et al., RMP 78, 275), so a large cell needs few vectors. Split
+    into irrep blocks (dimensions d_p, N_p rows), the sum Σ d_p·Tr_p has a noise √(Σ d_p² N_p / (R·N²)) relative to N:
+    with the whole cell's R, 1.3× the whole's for D3 (N/6, N/6 and N/3 rows counted twice)."""
+    return int(min(limit, max(1, -(-PROBED_STATES // size))))
+
+
+def moments_for(resolution: float, half_width: float) -> int:
+    """Moments whose Jackson broadening is ``resolution`` eV (std, at the centre of the spectrum): π·half_width/N.
+
+    The count grows with the width of the whole spectrum, not of the window of interest: S⁻¹H of a non-orthogonal
+    basis reaches tens to thousands of eV above E_F (ABACUS's MoS2 spans −64…93 eV: 0.1 eV takes ~2,500)."""
+    if resolution <= 0:
+        raise ValueError(f"the KPM resolution must be > 0 eV, got {resolution}")
+    return max(16, int(np.ceil(np.pi * half_width / resolution)))
+
+
 @dataclass(frozen=True, eq=False)
 class KPMExpansion:
     """Chebyshev moments μ_n = Tr T_n((A − center)/half_width) of A = S⁻¹H, estimated stochastically."""
@@ -124,6 +145,11 @@ class KPMExpansion:
     center: float
     half_width: float
 
+    @property
+    def resolution(self) -> float:
+        """eV: the std of the Jackson broadening at the centre of the spectrum (finer towards its edges)."""
+        return float(np.pi * self.half_width / len(self.moments))
+
     def _angle(self, energies: np.ndarray) -> np.ndarray:
         return np.arccos(np.clip((np.asarray(energies, dtype=float) - self.center) / self.half_width, -1.0, 1.0))
 
@@ -131,7 +157,7 @@ class KPMExpansion:
         """States per eV on ``energies``; zero outside the scaled interval."""
         damped = self.moments * jackson_kernel(len(self.moments))
         theta = self._angle(energies)
-        series = damped[0] + 2 * np.cos(np.outer(theta, np.arange(1, len(damped)))) @ damped[1:]
+        series = damped[0] + 2 * _cosine_series(theta, damped[1:], np.cos)
         # the spectrum ends `padding` before ±1, yet the series' 1/√(1 − x²) = 1/sin θ turns round-off at the very
         # edge into spikes: the last 1e-6 of the interval counts as outside
         inside = np.sin(theta) > np.sqrt(2e-6)
@@ -142,27 +168,76 @@ class KPMExpansion:
         damped = self.moments * jackson_kernel(len(self.moments))
         theta = self._angle(energies)
         n = np.arange(1, len(damped))
-        return (damped[0] * (np.pi - theta) - 2 * (np.sin(np.outer(theta, n)) / n) @ damped[1:]) / np.pi
+        return (damped[0] * (np.pi - theta) - 2 * _cosine_series(theta, damped[1:] / n, np.sin)) / np.pi
+
+
+def _cosine_series(theta: np.ndarray, coefficients: np.ndarray, wave: Callable[[np.ndarray], np.ndarray],
+                   chunk: int = 1 << 21) -> np.ndarray:
+    """Σ_n c_n wave(nθ), n = 1…, a slice of θ at a time: the (energies × moments) table stays ~16 MB."""
+    theta = np.ravel(theta)
+    n = np.arange(1, len(coefficients) + 1)
+    step = max(1, chunk // max(1, len(n)))
+    return np.concatenate([wave(np.outer(theta[first : first + step], n)) @ coefficients
+                           for first in range(0, len(theta), step)] or [np.zeros(0)])
+
+
+@dataclass(frozen=True, eq=False)
+class KPMSum:
+    """Σ weight × expansion: the DOS of a matrix that falls apart into blocks (Γ's irrep blocks, each counted as
+    often as its irrep's dimension), or of one matrix (one part of weight 1)."""
+
+    parts: tuple[tuple[int, KPMExpansion], ...]
+
+    def dos(self, energies: np.ndarray) -> np.ndarray:
+        return sum(weight * expansion.dos(energies) for weight, expansion in self.parts)
+
+    def integrated(self, energies: np.ndarray) -> np.ndarray:
+        return sum(weight * expansion.integrated(energies) for weight, expansion in self.parts)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (min(e.center - e.half_width for _, e in self.parts), max(e.center + e.half_width for _, e in self.parts))
+
+    @property
+    def resolution(self) -> float:
+        return max(expansion.resolution for _, expansion in self.parts)
+
+    @property
+    def num_moments(self) -> int:
+        return max(len(expansion.moments) for _, expansion in self.parts)
 
 
 def kpm_expansion(
     h: sp.spmatrix,
     s: sp.spmatrix | None = None,
-    num_moments: int = 256,
-    num_vectors: int = 16,
+    resolution: float = 0.1,
+    num_moments: int | None = None,
+    num_vectors: int | None = None,
     bounds: tuple[float, float] | None = None,
     padding: float = 0.01,
     seed: int = 0,
     backend: Backend = "auto",
+    max_moments: int = MAX_MOMENTS,
 ) -> KPMExpansion:
-    """KPM moments of S⁻¹H with ``num_vectors`` random ±1 vectors (one block, so H is read once per step).
+    """KPM moments of S⁻¹H, the random vectors in one block (H is read once per step).
 
-    ``bounds`` default to :func:`spectral_bounds`; the scaled spectrum is kept inside ±(1 − ``padding``). With S's
-    Cholesky factor (or no S) the moments come two per product with S⁻¹H (:func:`_paired_moments`), else one.
+    The moments follow ``resolution`` (eV, the std of the broadening, :func:`moments_for`) unless ``num_moments``
+    is given; more than ``max_moments`` are cut to it with a warning (:attr:`KPMExpansion.resolution` tells what
+    was reached). ``num_vectors`` defaults to :func:`probe_count`. ``bounds`` default to :func:`spectral_bounds`;
+    the scaled spectrum is kept inside ±(1 − ``padding``). With S's Cholesky factor (or no S) the moments come two
+    per product with S⁻¹H (:func:`_paired_moments`), else one.
     """
     with _GeneralizedOperator(h, s, backend) as operator:
         low, high = bounds if bounds is not None else _lanczos_bounds(operator, LANCZOS_STEPS, seed)
         center, half_width = 0.5 * (high + low), 0.5 * (high - low) / (1 - padding)
+        if num_moments is None:
+            num_moments = moments_for(resolution, half_width)
+            if num_moments > max_moments:
+                logger.warning("a KPM resolution of %g eV over the spectrum %.1f…%.1f eV takes %d moments; cut to %d, "
+                               "a resolution of %.2g eV", resolution, low, high, num_moments, max_moments,
+                               np.pi * half_width / max_moments)
+                num_moments = max_moments
+        num_vectors = probe_count(h.shape[0]) if num_vectors is None else num_vectors
         signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(h.shape[0], num_vectors))
         start, left = operator.probes(signs)
         if s is None or operator.factor.has_cholesky:

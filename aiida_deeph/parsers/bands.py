@@ -62,6 +62,7 @@ class BandsParser(MLParser):
                           ["dos", "integrated_dos"], ["states/eV", "states"])
                 parameters["dos_method"] = h5["method"][()].decode() if isinstance(h5["method"][()], bytes) \
                     else str(h5["method"][()])
+                parameters.update(dos_resolution=float(h5["resolution_eV"][()]), dos_resolution_units="eV")
             self.out("dos", dos)
             self.out("dos_plot", self._file("dos.png"))
         if "validation.json" in names:

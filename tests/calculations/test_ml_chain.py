@@ -91,6 +91,7 @@ def test_infer_and_bands_on_unseen_structure(python_code, trained):
     assert [label for _, label in bands["bands"].labels] == ["Γ", "M", "K", "Γ"]
     assert bands["band_plot"].get_content(mode="rb")[:4] == b"\x89PNG"
     assert "dos" in bands and bands["output_parameters"]["number_of_bands"] == 32
+    assert bands["output_parameters"]["dos_resolution"] == 0.2  # Gaussians of the width asked
 
 
 def test_infer_refuses_elements_outside_the_basis(python_code, trained):

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from aiida_deeph.ml.dos import gaussian_dos, jackson_kernel, kpm_expansion, spectral_bounds
+from aiida_deeph.ml.dos import gaussian_dos, jackson_kernel, kpm_expansion, moments_for, probe_count, spectral_bounds
 from aiida_deeph.ml.eigensolvers import dense_eigh
 from aiida_deeph.ml.sparse import BlochOperators
 
@@ -86,3 +86,25 @@ def test_jackson_kernel_starts_at_one_and_decays():
     kernel = jackson_kernel(64)
     assert kernel[0] == pytest.approx(1.0)
     assert np.all(np.diff(kernel) < 0) and 0 < kernel[-1] < 0.01
+
+
+def test_kpm_moments_follow_the_resolution(problem, caplog):
+    """The moment count comes from the resolution asked over the spectrum's width; beyond the cap it is cut, with
+    a warning, and the expansion says what it reached."""
+    hk, sk, exact = problem
+    bounds = (exact[0] - 0.01, exact[-1] + 0.01)
+    fine = kpm_expansion(hk, sk, resolution=0.5, bounds=bounds, num_vectors=2)
+    assert len(fine.moments) == moments_for(0.5, fine.half_width) == int(np.ceil(np.pi * fine.half_width / 0.5))
+    assert 0.49 < fine.resolution <= 0.5
+    with caplog.at_level("WARNING", logger="aiida_deeph.ml.dos"):
+        cut = kpm_expansion(hk, sk, resolution=0.5, bounds=bounds, num_vectors=2, max_moments=64)
+    assert len(cut.moments) == 64 and cut.resolution == pytest.approx(np.pi * cut.half_width / 64)
+    assert "cut to 64" in caplog.text
+    with pytest.raises(ValueError, match="resolution must be > 0"):
+        moments_for(0.0, 10.0)
+
+
+def test_probe_count_falls_with_the_number_of_states():
+    assert probe_count(17_212) == 16  # the 1,324-atom bilayer in DZVP
+    assert probe_count(154_804) == 2  # 1.05°: 11,908 atoms
+    assert probe_count(100) == 64  # capped: small matrices are diagonalised anyway

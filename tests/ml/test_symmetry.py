@@ -7,7 +7,7 @@ import pytest
 
 from aiida_deeph.io.deeph_format import BlockMatrix, DeepHStructure
 from aiida_deeph.io.overlap import analytic_overlap
-from aiida_deeph.ml.bands import compute_bands
+from aiida_deeph.ml.bands import compute_bands, compute_dos
 from aiida_deeph.ml.eigensolvers import ShiftInvert, dense_eigh
 from aiida_deeph.ml.kpath import KPath
 from aiida_deeph.ml.sparse import BlochOperators
@@ -192,3 +192,33 @@ def test_command_line_bands_with_symmetry(twisted, tmp_path):
     folder = huckel_structure(atoms).write(tmp_path / "asymmetric")
     refused = bands("--symmetry")
     assert refused.returncode == 2 and "no rotation symmetry" in refused.stderr
+
+
+def test_kpm_dos_at_gamma_from_the_blocks(twisted):
+    """The KPM on the D3 blocks, each counted by its irrep's dimension, holds every state and follows the KPM of
+    the whole H(Γ) within the trace estimates' noise."""
+    options = dict(method="kpm", num_moments=256, num_vectors=64, energies=np.linspace(-40.0, 10.0, 2001))
+    blocks = compute_dos(twisted, symmetry=True, **options)
+    whole = compute_dos(twisted, **options)
+    assert blocks.method == "kpm" and blocks.resolution_eV > 0
+    size = BlochOperators(twisted).size
+    high = compute_dos(twisted, symmetry=True, **{**options, "energies": np.array([1e6])})
+    assert high.integrated[-1] == pytest.approx(size)  # Σ dimension × rows = 364 exactly
+    assert np.max(np.abs(blocks.integrated - whole.integrated)) < 0.03 * size
+
+
+def test_command_line_kpm_dos_with_symmetry(twisted, tmp_path):
+    """``dos --method kpm --symmetry``: the moments follow --width, and dos.h5 records the resolution reached."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    folder = twisted.write(tmp_path / "twisted")
+    done = subprocess.run([sys.executable, "-m", "aiida_deeph.ml", "dos", str(folder), "--method", "kpm", "--symmetry",
+                           "--width", "25"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(folder / "dos.h5") as handle:
+        assert 24.0 < handle["resolution_eV"][()] <= 25.0 and handle["method"][()] == b"kpm"
+        assert handle["integrated_dos"][-1] == pytest.approx(364)
+    assert "resolution" in done.stdout
