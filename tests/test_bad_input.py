@@ -393,3 +393,47 @@ def test_bands_overlap_tolerance_must_be_a_positive_number(aiida_profile, tolera
     assert "overlap_tolerance must be a number > 0" in validate_parameters(
         orm.Dict({"solver": "sparse", "overlap_tolerance": tolerance}), None)
     assert validate_parameters(orm.Dict({"solver": "sparse", "overlap_tolerance": 1e-6}), None) is None
+
+
+
+def test_a_factor_that_will_not_fit_stops_the_bands_at_once_with_420(aiida_profile, aiida_localhost, dft_fixtures,
+                                                                    monkeypatch, capsys, tmp_path):
+    """PARDISO's analysis is checked against the memory left before the numerical factorization: the engine stops
+    with status 6 and the sizes (no phase 22 ran), and the parser answers 420 (out of memory)."""
+    from aiida_deeph.ml import pardiso
+    from aiida_deeph.parsers.bands import BandsParser
+
+    phases = []
+    call = pardiso._pardiso
+
+    def recorded(library, handle, mtype, iparm, phase, *args, **kwargs):
+        phases.append(phase)
+        return call(library, handle, mtype, iparm, phase, *args, **kwargs)
+
+    monkeypatch.setattr(pardiso, "_pardiso", recorded)
+    monkeypatch.setattr(pardiso, "available_memory", lambda: 1000)
+    folder = dft_fixtures / "abacus" / "MoS2_v3.10_deeph_dock" / "deeph_ref"
+    status = engine(["bands", str(folder), "--solver", "sparse", "--num-bands", "4", "--npoints", "2",
+                     "--out", str(tmp_path)])
+    logs = capsys.readouterr()
+    assert status == 6 and 11 in phases and 22 not in phases
+    assert "out of memory" in logs.err and "by its analysis, and 0.0 GB are available" in logs.err
+    node = calcjob_node(aiida_localhost, "deeph.bands", {"bands.out": logs.out.encode(), "bands.err": logs.err.encode()})
+    _, parsing = BandsParser.parse_from_node(node, store_provenance=False)
+    assert parsing.exit_status == 420
+
+
+def test_available_memory_is_what_the_process_can_still_get():
+    from aiida_deeph.ml.pardiso import available_memory
+
+    meminfo = Path("/proc/meminfo").read_text()
+    total = 1024 * int(next(line for line in meminfo.splitlines() if line.startswith("MemTotal")).split()[1])
+    assert 0 < available_memory() <= total + 1024 * int(
+        next(line for line in meminfo.splitlines() if line.startswith("SwapTotal")).split()[1])
+    import subprocess
+    import sys
+
+    capped = subprocess.run([sys.executable, "-c", "import resource; resource.setrlimit(resource.RLIMIT_AS, "
+                             "(8 << 30, 8 << 30)); from aiida_deeph.ml.pardiso import available_memory; "
+                             "print(available_memory())"], capture_output=True, text=True, timeout=120)
+    assert 0 < int(capped.stdout) < 8 << 30, capped.stderr  # within `ulimit -v`, less what is mapped already

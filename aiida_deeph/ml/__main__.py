@@ -27,6 +27,7 @@ Exit statuses:
     the learning rate and resume
 4   training reached ``walltime_s``; ``latest.pt`` was saved: rerun with ``--resume`` to continue (restartable)
 5   corrupted data: a dataset, checkpoint or model file is unreadable or does not match its sha256
+6   out of memory: e.g. a sparse factorization that PARDISO's analysis says will not fit (checked before it runs)
 ==  ===============================================================================================================
 """
 
@@ -47,7 +48,7 @@ from .symmetry import SymmetryError
 from .train import train
 from .validation import BAND_WINDOW_EV
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CORRUPTED = 0, 1, 2, 5
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CORRUPTED, EXIT_MEMORY = 0, 1, 2, 5, 6
 
 
 def _preprocess(args: argparse.Namespace) -> int:
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, DeepHFormatError, InferenceError, SymmetryError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as exc:
+        print(f"error: out of memory: {exc}", file=sys.stderr)  # the parsers' marker of exit code 420
+        return EXIT_MEMORY
 
 
 if __name__ == "__main__":

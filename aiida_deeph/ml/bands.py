@@ -8,7 +8,9 @@ Gaussian-broadened eigenvalues on a k-mesh for small cells and the KPM for large
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,6 +31,7 @@ from .pardiso import Backend
 from .sparse import BlochOperators
 from .symmetry import GammaFolding, gamma_eigenvalues
 
+logger = logging.getLogger(__name__)
 Solver = Literal["auto", "dense", "sparse"]
 DENSE_LIMIT = 3000  # matrix size up to which 'auto' diagonalises densely (every band, O(N³)), not around σ
 FERMI_TOLERANCE = 1e-3  # eV: a state this close above E_F still counts as occupied (E_F placed at the VBM)
@@ -141,9 +144,14 @@ def compute_bands(
     elif solver == "sparse":
         num_bands = num_bands or min(50, operators.size - 2)
         at_gamma = _gamma_solver(structure, num_bands, sigma, backend) if symmetry else None
+        progress = _PathProgress(output_dir, structure, kpath, num_bands, sigma, symmetry)
+        bands = progress.load()
         with ShiftInvert(sigma, backend=backend) as solver:
-            bands = [at_gamma() if at_gamma is not None and _is_gamma(k) else solver.at_k(operators, k, num_bands)
-                     for k in kpath.kpoints]
+            for k in kpath.kpoints[len(bands):]:
+                bands.append(at_gamma() if at_gamma is not None and _is_gamma(k)
+                             else solver.at_k(operators, k, num_bands))
+                progress.save(bands)
+        progress.finish()
     else:
         raise ValueError(f"solver must be 'auto', 'dense' or 'sparse', not {solver!r}")
     result = BandsResult(kpath, np.array(bands), structure.fermi_energy_eV, operators.spinful,
@@ -151,6 +159,44 @@ def compute_bands(
     if output_dir is not None:
         result.write(Path(output_dir) / "band.h5")
     return result
+
+
+class _PathProgress:
+    """The sparse bands of the k-points done so far, in ``band.progress.npz`` beside ``band.h5`` (written atomically
+    after each k-point): at 10⁴ atoms a k-point takes minutes, and a rerun of the same path on the same structure
+    after a crash or a wall-time kill picks up where it stopped. Without ``output_dir`` nothing is kept."""
+
+    def __init__(self, output_dir: str | os.PathLike | None, structure: DeepHStructure, kpath: KPath,
+                 num_bands: int, sigma: float, symmetry: bool) -> None:
+        self.path = None if output_dir is None else Path(output_dir) / "band.progress.npz"
+        digest = hashlib.sha256(repr((num_bands, float(sigma), symmetry)).encode())
+        for array in (kpath.kpoints, structure.lattice, structure.positions):
+            digest.update(np.ascontiguousarray(array, dtype=float).tobytes())
+        for matrix in (structure.hamiltonian, structure.overlap):  # pairs, and a sample of the entries (GBs whole)
+            digest.update(matrix.atom_pairs.tobytes())
+            digest.update(np.ascontiguousarray(matrix.entries[:: max(1, len(matrix.entries) // 4096)]).tobytes())
+        self.fingerprint = digest.hexdigest()
+
+    def load(self) -> list[np.ndarray]:
+        if self.path is None or not self.path.is_file():
+            return []
+        try:
+            with np.load(self.path) as saved:
+                if str(saved["fingerprint"]) == self.fingerprint:
+                    logger.info("resuming the band path after %d k-points from %s", len(saved["bands"]), self.path)
+                    return list(saved["bands"])
+        except (OSError, KeyError, ValueError) as exc:
+            logger.warning("ignoring the unreadable %s (%s)", self.path, exc)
+        return []
+
+    def save(self, bands: list[np.ndarray]) -> None:
+        if self.path is not None:
+            with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, fingerprint=self.fingerprint, bands=np.array(bands))
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def _is_gamma(kpoint: np.ndarray) -> bool:

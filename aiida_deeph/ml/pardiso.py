@@ -20,6 +20,7 @@ import functools
 import importlib.metadata
 import logging
 import os
+import resource
 import sys
 import time
 import weakref
@@ -52,6 +53,26 @@ _PARDISO_ERRORS = {
     -8: "32-bit integer overflow problem",
     -9: "not enough memory for out-of-core",
 }
+
+
+class FactorTooLarge(MemoryError):
+    """PARDISO's analysis predicts more memory for the numerical factorization than this process can still get:
+    raised before that factorization (minutes at 10⁴ atoms) starts, not by the OOM killer in the middle of it."""
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable + SwapFree, and no more than RLIMIT_AS leaves; None where
+    /proc/meminfo is missing (not Linux)."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        available = 1024 * sum(int(meminfo[key].split()[0]) for key in ("MemAvailable", "SwapFree"))
+    except (OSError, KeyError, ValueError):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        available = min(available, limit - 1024 * int(status["VmSize"].split()[0]))
+    return available
 
 
 class SparseFactorization:
@@ -259,8 +280,9 @@ class PardisoFactorization(SparseFactorization):
                                            self.shape[0])
         try:
             self._timed_call(11)  # ordering and symbolic factorization: reused by refactor()
+            self._check_memory()
             self._timed_call(22)  # numerical factorization
-        except RuntimeError:
+        except (RuntimeError, FactorTooLarge):
             self.close()
             raise
 
@@ -272,6 +294,18 @@ class PardisoFactorization(SparseFactorization):
             self.analysis_seconds += time.perf_counter() - start
         else:
             self.factor_seconds += time.perf_counter() - start
+
+    def _check_memory(self) -> None:
+        """Refuse a factorization that the analysis says will not fit (iparm[16]: the factor and the solves' memory,
+        beyond what the analysis holds already)."""
+        needed, available = 1024 * int(self._iparm[16]), available_memory()
+        if available is not None and needed > available:
+            raise FactorTooLarge(
+                f"PARDISO's {self.precision}-precision factor of {self.shape[0]:,} rows ({self.factor_nonzeros:,} "
+                f"entries) needs {needed / 1e9:.1f} GB by its analysis, and {available / 1e9:.1f} GB are available. "
+                + ("Halve it with a single-precision factor, p" if self.precision == "double" else "P")
+                + "rune the atom pairs (overlap_tolerance), solve Γ in irrep blocks (symmetry), or use a machine "
+                "with more memory")
 
     def refactor(self, matrix: sp.spmatrix) -> bool:
         if not self._finalizer.alive or np.iscomplexobj(matrix.data) != (self.dtype.kind == "c"):

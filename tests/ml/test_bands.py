@@ -130,3 +130,41 @@ def test_solver_modules_stay_free_of_aiida():
         imported = [alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names]
         imported += [node.module for node in nodes if isinstance(node, ast.ImportFrom) and node.module]
         assert not [name for name in imported if name.split(".")[0] == "aiida"], module.__name__
+
+
+
+def test_sparse_band_path_resumes_after_a_crash(mos2, tmp_path, monkeypatch):
+    """band.progress.npz keeps the k-points done: a rerun of the same path solves only the rest and gives the
+    uninterrupted result; another σ starts afresh; a finished path leaves no progress file."""
+    from aiida_deeph.ml import eigensolvers
+
+    kpath = standard_kpath(mos2.lattice, mos2.positions, npoints=8)
+    reference = compute_bands(mos2, kpath, solver="sparse", num_bands=6)
+    solved, crash_after = [], [3]
+    at_k = eigensolvers.ShiftInvert.at_k
+
+    def counted(self, operators, kpoint, num, **options):
+        if len(solved) == crash_after[0]:
+            raise KeyboardInterrupt("wall time")  # a killed job: the k-points before it are all it leaves
+        solved.append(kpoint)
+        return at_k(self, operators, kpoint, num, **options)
+
+    def run(**options):
+        solved.clear()
+        return compute_bands(mos2, kpath, solver="sparse", num_bands=6, output_dir=tmp_path, **options)
+
+    monkeypatch.setattr(eigensolvers.ShiftInvert, "at_k", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert (tmp_path / "band.progress.npz").is_file() and not (tmp_path / "band.h5").exists()
+    crash_after[0] = None
+    resumed = run()
+    assert len(solved) == len(kpath.kpoints) - 3
+    np.testing.assert_allclose(resumed.eigenvalues, reference.eigenvalues, atol=1e-10)
+    assert (tmp_path / "band.h5").is_file() and not (tmp_path / "band.progress.npz").exists()
+    crash_after[0] = 3
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    crash_after[0] = None
+    run(sigma=mos2.fermi_energy_eV + 0.5)  # not the path that was interrupted: every k-point again
+    assert len(solved) == len(kpath.kpoints)
