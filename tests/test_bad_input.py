@@ -374,6 +374,8 @@ def test_bands_symmetry_needs_a_structure_with_a_rotation(aiida_profile, python_
     from aiida_deeph.io.deeph_format import DeepHStructure
 
     assert "symmetry must be true or false" in validate_parameters(orm.Dict({"symmetry": "yes"}), None)
+    assert "precision must be 'double' or 'single'" in validate_parameters(orm.Dict({"precision": "half"}), None)
+    assert validate_parameters(orm.Dict({"precision": "single"}), None) is None
     structure = DeepHStructure.read(dft_fixtures / MOS2 / "deeph_ref")
     symmetric = HamiltonianData(structure=structure)
     assert validate_inputs({"hamiltonian": symmetric, "parameters": orm.Dict({"symmetry": True})}, None) is None

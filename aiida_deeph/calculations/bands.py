@@ -9,7 +9,7 @@ from aiida_deeph.data.hamiltonian import HamiltonianData
 from .ml_base import MLCalculation, copy_folder_node
 
 STRUCTURE, BANDS, REFERENCE = "structure", "bands", "reference"
-BAND_OPTIONS = ("npoints", "num_bands", "solver", "sigma", "overlap_tolerance")
+BAND_OPTIONS = ("npoints", "num_bands", "solver", "sigma", "overlap_tolerance", "precision")
 DOS_OPTIONS = ("width", "method", "overlap_tolerance")
 
 
@@ -24,6 +24,8 @@ def validate_parameters(parameters: orm.Dict, _ctx) -> str | None:
         return f"overlap_tolerance must be a number > 0, got {tolerance!r}"
     if not isinstance(parameters.get_dict().get("symmetry", False), bool):
         return f"symmetry must be true or false, got {parameters.get_dict()['symmetry']!r}"
+    if parameters.get_dict().get("precision", "double") not in ("double", "single"):
+        return f"precision must be 'double' or 'single', got {parameters.get_dict()['precision']!r}"
     return None
 
 
@@ -47,7 +49,8 @@ class BandsCalculation(MLCalculation):
     """Bands along the standard k-path (``bands`` BandsData, ``band_plot``) and, with ``dos: True``, the density of
     states (``dos`` XyData, ``dos_plot``). ``parameters``: ``npoints``, ``num_bands`` and ``sigma`` (eV; the window
     nearest σ for large cells), ``solver`` (auto|dense|sparse), ``overlap_tolerance`` (drop atom pairs whose
-    overlap stays below it, for bands and DOS of large cells), ``symmetry`` (solve Γ in the irrep blocks of the
+    overlap stays below it, for bands and DOS of large cells), ``precision`` (double|single: the sparse solver's
+    factor; single halves its memory, each solve refined to double accuracy), ``symmetry`` (solve Γ in the irrep blocks of the
     cell's rotation: sparse bands, KPM DOS), ``dos``, ``kmesh``, ``width`` (the Gaussians' std, or the KPM's
     resolution), ``method`` (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same structure) its bands are overlaid on
     the plot and ``output_parameters`` gets the H and band errors (bands within ±``window`` eV, default 2, of the

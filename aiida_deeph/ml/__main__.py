@@ -7,7 +7,7 @@
     infer [--config CONFIG.toml] --model DIR --structure POSCAR [--overlap DIR] --out DIR
           [--max-edges-per-chunk N] [--device DEVICE]
     bands FOLDER [--out DIR] [--npoints N] [--num-bands N] [--solver auto|dense|sparse] [--sigma EV] [--plot]
-          [--overlap-tolerance TOL] [--symmetry]
+          [--overlap-tolerance TOL] [--precision double|single] [--symmetry]
           [--reference DFT_FOLDER [--window EV]]         # errors against DFT in validation.json
     dos FOLDER [--out DIR] [--kmesh N N N] [--width EV] [--method auto|gaussian|kpm] [--plot]
         [--overlap-tolerance TOL] [--symmetry]
@@ -91,7 +91,8 @@ def _bands(args: argparse.Namespace) -> int:
     structure = with_fermi_from_occupation(DeepHStructure.read(args.folder, overlap_tolerance=args.overlap_tolerance),
                                            symmetry=args.symmetry)
     result = compute_bands(structure, npoints=args.npoints, num_bands=args.num_bands,
-                           solver=args.solver, sigma=args.sigma, output_dir=out, symmetry=args.symmetry)
+                           solver=args.solver, sigma=args.sigma, output_dir=out, symmetry=args.symmetry,
+                           precision=args.precision)
     reference = None
     if args.reference:
         reference = _compare_with_reference(structure, result, DeepHStructure.read(args.reference), args, out)
@@ -210,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--solver", choices=("auto", "dense", "sparse"), default="auto")
     command.add_argument("--sigma", type=float, help="eV, centre of the band window (default: Fermi level)")
     add_overlap_tolerance(command)
+    command.add_argument("--precision", choices=("double", "single"), default="double",
+                         help="sparse solver: the factor's precision (single: half the memory, solves refined)")
     command.add_argument("--symmetry", action="store_true",
                          help="sparse solver: solve Γ in the irrep blocks of the cell's rotation and flip (twisted "
                               "bilayers, D3: real blocks of N/6, N/6 and N/3 rows)")

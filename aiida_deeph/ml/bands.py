@@ -27,7 +27,7 @@ from ..io.deeph_format import DeepHStructure
 from .dos import KPMSum, gaussian_dos, kpm_expansion, probe_count
 from .eigensolvers import ShiftInvert, dense_eigh, fermi_level, nearest
 from .kpath import KPath, standard_kpath
-from .pardiso import Backend
+from .pardiso import Backend, Precision
 from .sparse import BlochOperators
 from .symmetry import GammaFolding, gamma_eigenvalues
 
@@ -118,6 +118,7 @@ def compute_bands(
     output_dir: str | os.PathLike | None = None,
     backend: Backend = "auto",
     symmetry: bool = False,
+    precision: Precision = "double",
 ) -> BandsResult:
     """Bands along ``kpath`` (default: the standard path of the cell, 2D-aware, with ~``npoints`` k-points).
 
@@ -126,7 +127,8 @@ def compute_bands(
     :data:`DENSE_LIMIT` orbitals. ``sigma`` defaults to the structure's Fermi level. ``ill_threshold`` (dense only)
     drops S(k) eigenvectors below it. ``symmetry`` (sparse solver): Γ is solved in the irrep blocks of the cell's
     highest-order rotation and, when there is one, the 2-fold flip that inverts it (:mod:`.symmetry`; twisted
-    bilayers, D3: real blocks of N/6, N/6 and N/3 rows), an error when the cell has no rotation. With
+    bilayers, D3: real blocks of N/6, N/6 and N/3 rows), an error when the cell has no rotation. ``precision``
+    (sparse solver): the factor's, ``"single"`` halving its memory (:class:`~.eigensolvers.ShiftInvert`). With
     ``output_dir`` the result is also written there as ``band.h5``.
     """
     operators = BlochOperators(structure)
@@ -143,10 +145,10 @@ def compute_bands(
             bands = [nearest(values, sigma, num_bands) for values in bands]
     elif solver == "sparse":
         num_bands = num_bands or min(50, operators.size - 2)
-        at_gamma = _gamma_solver(structure, num_bands, sigma, backend) if symmetry else None
+        at_gamma = _gamma_solver(structure, num_bands, sigma, backend, precision) if symmetry else None
         progress = _PathProgress(output_dir, structure, kpath, num_bands, sigma, symmetry)
         bands = progress.load()
-        with ShiftInvert(sigma, backend=backend) as solver:
+        with ShiftInvert(sigma, backend=backend, precision=precision) as solver:
             for k in kpath.kpoints[len(bands):]:
                 bands.append(at_gamma() if at_gamma is not None and _is_gamma(k)
                              else solver.at_k(operators, k, num_bands))
@@ -203,7 +205,8 @@ def _is_gamma(kpoint: np.ndarray) -> bool:
     return bool(np.allclose(kpoint, np.round(kpoint), atol=1e-12))
 
 
-def _gamma_solver(structure: DeepHStructure, num: int, sigma: float, backend: Backend) -> Callable[[], np.ndarray]:
+def _gamma_solver(structure: DeepHStructure, num: int, sigma: float, backend: Backend,
+                  precision: Precision) -> Callable[[], np.ndarray]:
     """Γ's eigenvalues through the irrep blocks, computed at the first call and then remembered (a path meets Γ
     more than once)."""
     folding = GammaFolding(structure)  # raises for structures without a rotation, or spinful ones
@@ -211,7 +214,7 @@ def _gamma_solver(structure: DeepHStructure, num: int, sigma: float, backend: Ba
 
     def at_gamma() -> np.ndarray:
         if not values:
-            with ShiftInvert(sigma, backend=backend) as solver:
+            with ShiftInvert(sigma, backend=backend, precision=precision) as solver:
                 values.append(gamma_eigenvalues(folding, num, sigma, solver.taking, dense_limit=DENSE_LIMIT))
         return values[0]
 

@@ -83,6 +83,8 @@ def test_sparse_window_matches_dense_bands(mos2, bands):
     sparse = compute_bands(mos2, kpath, solver="sparse", num_bands=8)
     np.testing.assert_allclose(sparse.eigenvalues, dense.eigenvalues, atol=1e-8)
     assert sparse.band_gap == pytest.approx(bands.band_gap) and not sparse.is_metal
+    single = compute_bands(mos2, kpath, solver="sparse", num_bands=8, precision="single")  # half the factor
+    np.testing.assert_allclose(single.eigenvalues, dense.eigenvalues, atol=1e-8)
 
 
 def test_band_edges_tell_metals_from_insulators():
