@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from scipy.linalg import eigh_tridiagonal
 from scipy.special import erf
 
-from .pardiso import Backend, factorize
+from .pardiso import Backend, factorize, symmetric_product, upper_triangle, uses_pardiso
 
 logger = logging.getLogger(__name__)
 LANCZOS_STEPS = 40  # on the MoS2 tests the extreme Ritz values then sit within 1e-8 eV of the spectrum edges
@@ -42,11 +42,18 @@ def gaussian_dos(
 
 
 class _GeneralizedOperator:
-    """x ↦ S⁻¹Hx (Hx without S) with S factored once; a context manager that frees the factor."""
+    """x ↦ S⁻¹Hx (Hx without S) with S factored once; a context manager that frees the factor.
+
+    With MKL the products with H and S run threaded from their upper triangles, every random vector in one pass
+    (:class:`~.pardiso.SymmetricProduct`), and S's upper triangle is shared by its product and its factor."""
 
     def __init__(self, h: sp.spmatrix, s: sp.spmatrix | None, backend: Backend) -> None:
-        self.h, self.s = h, s
-        self.factor = None if s is None else factorize(sp.csr_matrix(s), positive_definite=True, backend=backend)
+        self.size = h.shape[0]
+        self.h = symmetric_product(h, backend)
+        if s is not None and uses_pardiso(backend):
+            s = upper_triangle(s)
+        self.s = None if s is None else symmetric_product(s, backend)
+        self.factor = None if s is None else factorize(s, positive_definite=True, backend=backend)
         if self.factor is not None and not self.factor.has_cholesky:
             logger.warning("no Cholesky factor of S (MKL missing): the KPM trace estimate will be noisier")
 
@@ -244,7 +251,7 @@ def kpm_expansion(
             moments = _paired_moments(operator, center, half_width, start, left, num_moments)
         else:
             moments = _moments(lambda x: (operator(x) - center * x) / half_width, start, left, num_moments)
-    moments[0] = h.shape[0]  # Tr T₀ = N exactly; the estimate would only add noise
+    moments[0] = operator.size  # Tr T₀ = N exactly; the estimate would only add noise
     return KPMExpansion(moments, center, half_width)
 
 

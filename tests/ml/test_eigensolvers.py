@@ -220,7 +220,7 @@ def test_taking_frees_h_and_s_before_pardiso_factors(operators, monkeypatch):
 @pytest.mark.skipif(mkl_runtime() is None, reason="MKL is not installed")
 def test_symmetric_product_reads_the_upper_triangle_only(operators):
     """MKL's product with a real symmetric (Γ) or complex Hermitian (generic k) S from its upper triangle equals
-    scipy's with the whole S, for real and complex vectors; the lower triangle is not read."""
+    scipy's with the whole S, for real and complex vectors and blocks of them; the lower triangle is not read."""
     from aiida_deeph.ml.pardiso import SymmetricProduct
 
     rng = np.random.default_rng(1)
@@ -230,6 +230,9 @@ def test_symmetric_product_reads_the_upper_triangle_only(operators):
         real, imaginary = rng.standard_normal((2, s.shape[0]))
         for vector in (real, real + 1j * imaginary):
             np.testing.assert_allclose(product.matvec(vector), s @ vector, atol=1e-12)
+        block = rng.standard_normal((s.shape[0], 3))  # the KPM's random vectors: one pass over S for all
+        for vectors in (block, block + 1j * rng.standard_normal(block.shape)):
+            np.testing.assert_allclose(product.multiply(vectors), s @ vectors, atol=1e-12)
         garbled = s.copy()
         lower = sp.tril(garbled, k=-1, format="csr")
         garbled = garbled - lower + 7.0 * lower  # a different lower triangle: the same product
