@@ -397,7 +397,7 @@ class _Complex(ctypes.Structure):
     _fields_ = [("real", ctypes.c_double), ("imag", ctypes.c_double)]
 
 
-_NON_TRANSPOSE, _ROW_MAJOR = 10, 101
+_NON_TRANSPOSE = 10
 
 
 class SymmetricProduct:
@@ -423,14 +423,9 @@ class SymmetricProduct:
         self._descriptor = _Descriptor(22 if complex_ else 21, 41, 50)
         self._multiply = library.mkl_sparse_z_mv if complex_ else library.mkl_sparse_d_mv
         self._one, self._zero = (_Complex(1.0, 0.0), _Complex(0.0, 0.0)) if complex_ else (1.0, 0.0)
-        scalar = _Complex if complex_ else ctypes.c_double
-        self._multiply.argtypes = [ctypes.c_int, scalar, ctypes.c_void_p, _Descriptor, ctypes.c_void_p, scalar,
+        self._multiply.argtypes = [ctypes.c_int, _Complex if complex_ else ctypes.c_double, ctypes.c_void_p,
+                                   _Descriptor, ctypes.c_void_p, _Complex if complex_ else ctypes.c_double,
                                    ctypes.c_void_p]
-        # several vectors at once: the matrix is read once for all of them (the KPM's block of random vectors)
-        self._multiply_block = library.mkl_sparse_z_mm if complex_ else library.mkl_sparse_d_mm
-        self._multiply_block.argtypes = [ctypes.c_int, scalar, ctypes.c_void_p, _Descriptor, ctypes.c_int,
-                                         ctypes.c_void_p, ctypes.c_int, ctypes.c_int, scalar, ctypes.c_void_p,
-                                         ctypes.c_int]
         create = library.mkl_sparse_z_create_csr if complex_ else library.mkl_sparse_d_create_csr
         create.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int, ctypes.c_int]  \
             + [ctypes.c_void_p] * 4
@@ -441,19 +436,11 @@ class SymmetricProduct:
         self._finalizer = weakref.finalize(self, library.mkl_sparse_destroy, self._handle)
 
     def multiply(self, vectors: np.ndarray) -> np.ndarray:
-        """A x for x of shape (n,) or (n, m); the m columns in one pass over A."""
+        """A x for x of shape (n,) or (n, m), a column at a time."""
         vectors = np.asarray(vectors)
         if vectors.ndim == 1:
             return self.matvec(vectors)
-        if np.iscomplexobj(vectors) and self.dtype.kind == "f":  # real A: real and imaginary parts side by side
-            both = self.multiply(np.concatenate([vectors.real, vectors.imag], axis=1))
-            return both[:, : vectors.shape[1]] + 1j * both[:, vectors.shape[1] :]
-        x = np.ascontiguousarray(vectors, dtype=self.dtype)
-        columns = x.shape[1]
-        y = np.empty((self.shape[0], columns), dtype=self.dtype)
-        _check_sparse(self._multiply_block(_NON_TRANSPOSE, self._one, self._handle, self._descriptor, _ROW_MAJOR,
-                                           _ptr(x), columns, columns, self._zero, _ptr(y), columns), "mm")
-        return y
+        return np.stack([self.matvec(column) for column in vectors.T], axis=1)
 
     def matvec(self, vector: np.ndarray) -> np.ndarray:
         vector = np.asarray(vector)
@@ -466,7 +453,7 @@ class SymmetricProduct:
         return y.reshape(np.shape(vector))
 
     def as_linear_operator(self) -> spla.LinearOperator:
-        return spla.LinearOperator(self.shape, matvec=self.matvec, matmat=self.multiply, dtype=self.dtype)
+        return spla.LinearOperator(self.shape, matvec=self.matvec, dtype=self.dtype)
 
     def close(self) -> None:
         self._finalizer()
