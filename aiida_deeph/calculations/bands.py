@@ -50,11 +50,11 @@ class BandsCalculation(MLCalculation):
     states (``dos`` XyData, ``dos_plot``). ``parameters``: ``npoints``, ``num_bands`` and ``sigma`` (eV; the window
     nearest σ for large cells), ``solver`` (auto|dense|sparse), ``overlap_tolerance`` (drop atom pairs whose
     overlap stays below it, for bands and DOS of large cells), ``precision`` (double|single: the sparse solver's
-    factor; single halves its memory, each solve refined to double accuracy), ``symmetry`` (solve Γ in the irrep blocks of the
-    cell's rotation: sparse bands, KPM DOS), ``dos``, ``kmesh``, ``width`` (the Gaussians' std, or the KPM's
-    resolution), ``method`` (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same structure) its bands are overlaid on
-    the plot and ``output_parameters`` gets the H and band errors (bands within ±``window`` eV, default 2, of the
-    DFT Fermi level)."""
+    factor; single halves its memory, each solve refined to double accuracy), ``symmetry`` (solve Γ in the irrep
+    blocks of the cell's rotation: sparse bands, KPM DOS), ``dos``, ``kmesh``, ``width`` (the Gaussians' std, or
+    the KPM's resolution), ``method`` (auto|gaussian|kpm). With ``reference`` (a DFT HamiltonianData of the same
+    structure) its bands are overlaid on the plot and ``output_parameters`` gets the H and band errors (bands
+    within ±``window`` eV, default 2, of the DFT Fermi level)."""
 
     @classmethod
     def define(cls, spec):

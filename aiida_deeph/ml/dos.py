@@ -216,7 +216,8 @@ class KPMSum:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        return (min(e.center - e.half_width for _, e in self.parts), max(e.center + e.half_width for _, e in self.parts))
+        return (min(e.center - e.half_width for _, e in self.parts),
+                max(e.center + e.half_width for _, e in self.parts))
 
     @property
     def resolution(self) -> float:
@@ -239,7 +240,7 @@ def kpm_expansion(
     backend: Backend = "auto",
     max_moments: int = MAX_MOMENTS,
 ) -> KPMExpansion:
-    """KPM moments of S⁻¹H, the random vectors in one block (H is read once per step).
+    """KPM moments of S⁻¹H, the random vectors advanced together (one block per step).
 
     The moments follow ``resolution`` (eV, the std of the broadening, :func:`moments_for`) unless ``num_moments``
     is given; more than ``max_moments`` are cut to it with a warning (:attr:`KPMExpansion.resolution` tells what

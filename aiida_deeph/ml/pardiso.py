@@ -64,15 +64,21 @@ def available_memory() -> int | None:
     """Bytes this process can still allocate: MemAvailable + SwapFree, and no more than RLIMIT_AS leaves; None where
     /proc/meminfo is missing (not Linux)."""
     try:
-        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        available = 1024 * sum(int(meminfo[key].split()[0]) for key in ("MemAvailable", "SwapFree"))
+        meminfo = _proc_kilobytes("/proc/meminfo")
+        available = meminfo["MemAvailable"] + meminfo["SwapFree"]
     except (OSError, KeyError, ValueError):
         return None
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     if limit != resource.RLIM_INFINITY:
-        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-        available = min(available, limit - 1024 * int(status["VmSize"].split()[0]))
+        available = min(available, limit - _proc_kilobytes("/proc/self/status")["VmSize"])
     return available
+
+
+def _proc_kilobytes(path: str) -> dict[str, int]:
+    """The ``Key: N kB`` lines of a /proc file, in bytes."""
+    return {key: 1024 * int(value.split()[0]) for key, value in
+            (line.split(":", 1) for line in Path(path).read_text().splitlines() if ":" in line)
+            if value.strip().endswith("kB")}
 
 
 class SparseFactorization:
